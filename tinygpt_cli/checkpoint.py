@@ -1,0 +1,177 @@
+"""Checkpoints: atomic save, safe load, and the checks that a checkpoint fits a run.
+
+A checkpoint holds only tensors and plain Python types, so `torch.load(..., weights_only=True)`
+always reads it; that is the only way tinygpt loads one, so a file carrying a pickle payload is
+refused and never executed. The book's two keys (`model_state_dict`, `h_params`) are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import ModelConfig
+from .errors import CheckpointError
+from .tokenizer import Vocabulary
+
+FORMAT_VERSION = 1
+REQUIRED = ("model_state_dict", "h_params", "model_config", "tokenizer", "format_version")
+
+
+def related_path(checkpoint: Path, kind: str) -> Path:
+    """Files kept beside a checkpoint: `model.best.ckpt`, `model.metrics.jsonl`, `model.png`."""
+    checkpoint = Path(checkpoint)
+    suffix = {"best": ".best.ckpt", "metrics": ".metrics.jsonl", "plot": ".png"}[kind]
+    return checkpoint.with_name(checkpoint.stem + suffix)
+
+
+def tokenizer_state(vocab: Vocabulary) -> dict:
+    """The vocabulary itself travels in the checkpoint, so the checkpoint alone can generate."""
+    return {**vocab.identity(), "ids": torch.from_numpy(vocab.ids.copy())}
+
+
+def vocabulary_from(state: dict) -> Vocabulary:
+    tok = state["tokenizer"]
+    return Vocabulary(tok["encoding"], tok["mode"], tok["ids"].numpy().astype(np.int64))
+
+
+def model_config_from(state: dict) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in state["model_config"].items() if k in known})
+
+
+def all_finite(state_dict: dict) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state_dict.values()
+               if torch.is_tensor(t) and t.is_floating_point())
+
+
+def save(state: dict, path: Path) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then `os.replace`.
+
+    A crash (or SIGKILL) at any point leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    if not all_finite(state["model_state_dict"]):
+        raise CheckpointError(f"refusing to write {path}: the model has non-finite weights")
+    state = {**state, "format_version": FORMAT_VERSION, "tinygpt_version": __version__}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a tinygpt checkpoint safely, turning every way it can be wrong into one clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint",
+                              hint="train one with `tinygpt train`, or pass --checkpoint PATH")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"refused to load {path}: it contains Python objects that could run code when "
+                "loaded (a pickle payload); tinygpt only loads plain tensors",
+                hint="only use checkpoints written by tinygpt from a source you trust") from None
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (not a file torch.save "
+                              "wrote)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path} is truncated or not a checkpoint ({_first_line(exc)})",
+                              hint="use the .best.ckpt beside it, or train again") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (it holds a "
+                              f"{type(state).__name__}, not a dict)")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (it lacks "
+                              f"{', '.join(missing)})")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer tinygpt "
+                              f"({state.get('tinygpt_version')}); upgrade tinygpt to load it")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def load_model(path: Path, device: str | torch.device = "cpu"):
+    """Load a checkpoint and rebuild its model (eval mode) and vocabulary.
+
+    Returns (model, vocab, state). Non-finite weights are a clear error here, not a sampling crash.
+    """
+    from .model import GPT
+
+    state = load(path)
+    try:
+        config = model_config_from(state)
+        vocab = vocabulary_from(state)
+    except Exception as exc:
+        raise CheckpointError(f"{path} has an unusable configuration: {exc}") from None
+    weights = state["model_state_dict"]
+    if not all_finite(weights):
+        raise CheckpointError(f"{path} has non-finite weights (NaN or inf): training diverged "
+                              "before it was saved", hint="use the .best.ckpt beside it")
+    model = GPT(config)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not fit its model configuration "
+                              f"({_first_line(exc)})") from None
+    return model.to(device).eval(), vocab, state
+
+
+def differences(state: dict, *, model_config: ModelConfig, vocab: Vocabulary,
+                data_sha256: str | None) -> list[str]:
+    """What differs between a checkpoint and the run that wants to resume from it."""
+    found = []
+    tok = state["tokenizer"]
+    if (tok["encoding"], tok["mode"], tok["size"]) != (vocab.encoding_name, vocab.mode, vocab.size):
+        found.append(f"tokenizer: checkpoint {tok['encoding']}/{tok['mode']}/{tok['size']} tokens, "
+                     f"run {vocab.encoding_name}/{vocab.mode}/{vocab.size} tokens")
+    elif not np.array_equal(tok["ids"].numpy(), vocab.ids):
+        found.append("vocabulary: same size but different token ids")
+    saved = state["model_config"]
+    for key, value in asdict(model_config).items():
+        if key != "dropout" and saved.get(key) != value:
+            found.append(f"{key}: checkpoint {saved.get(key)}, run {value}")
+    data = state.get("data", {})
+    if data_sha256 is not None and data.get("sha256") not in (None, data_sha256):
+        found.append(f"data: checkpoint trained on {data.get('path')} (sha256 "
+                     f"{str(data.get('sha256'))[:12]}), run uses sha256 {data_sha256[:12]}")
+    return found
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

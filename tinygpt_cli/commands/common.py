@@ -1,0 +1,59 @@
+"""What every command shares: the error funnel and the common option types."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from ..errors import TinyGPTError
+
+F = TypeVar("F", bound=Callable)
+
+
+def funnel(fn: F) -> F:
+    """Turn a user mistake (`TinyGPTError`) into one line on stderr and its exit code.
+
+    Anything else is a bug and keeps its traceback.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .. import ui
+
+        try:
+            return fn(*args, **kwargs)
+        except TinyGPTError as exc:
+            ui.error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+CacheDir = Annotated[Path | None, typer.Option(
+    "--cache-dir", envvar="TINYGPT_CACHE_DIR", file_okay=False,
+    help="Where token caches live. Default: $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt.",
+    show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+Checkpoint = Annotated[Path, typer.Option(
+    "--checkpoint", "-c", help="The checkpoint to load (written by `tinygpt train`).")]
+Encoding = Annotated[str, typer.Option(
+    "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
+    "tiktoken's cache (TIKTOKEN_CACHE_DIR) or the network.")]
+Column = Annotated[str | None, typer.Option(
+    "--column", help="Read one column of a CSV file (rows joined by newlines) instead of the "
+    "whole file as text.", show_default=False)]
+Errors = Annotated[str, typer.Option(
+    "--errors", help="What to do with bytes that are not UTF-8: 'strict' stops with their "
+    "offset, 'replace' substitutes U+FFFD.")]

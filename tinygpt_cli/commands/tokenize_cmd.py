@@ -1,0 +1,66 @@
+"""`tinygpt tokenize`: build (or reuse) a corpus's token cache."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import CacheDir, Column, Encoding, Errors, Json, funnel
+
+
+@funnel
+def tokenize(
+    path: Annotated[Path | None, typer.Argument(
+        help="A UTF-8 text or CSV file. Default: the bundled corpus of shop product titles.",
+        show_default=False)] = None,
+    column: Column = None,
+    encoding: Encoding = "cl100k_base",
+    full_vocab: Annotated[bool, typer.Option(
+        "--full-vocab", help="Size the vocabulary as the book does, max(id) + 1 (about 100k), "
+        "instead of only the ids that occur (compact, the default).")] = False,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of tokens (the end of the corpus) kept for validation.")
+    ] = 0.1,
+    context_length: Annotated[int, typer.Option(
+        "--context-length", help="Warn if the validation split cannot fill this context.")] = 128,
+    cache_dir: CacheDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if a valid cache exists.")
+    ] = False,
+    errors: Errors = "strict",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="Tokenizer threads. Default: the number of cores, up to 8.",
+        show_default=False)] = None,
+    json_out: Json = False,
+) -> None:
+    """Tokenize a corpus with tiktoken and cache its token ids for train, eval and generate.
+
+    The same file with the same settings is a cache hit; a changed file is tokenized again.
+    """
+    from .. import ui
+    from ..data import TokenizeSettings, max_context_length, prepare, summary
+    from ..tokenizer import COMPACT, FULL
+
+    started = time.perf_counter()
+    settings = TokenizeSettings(encoding=encoding, vocab_mode=FULL if full_vocab else COMPACT,
+                                val_fraction=val_fraction, column=column, errors=errors)
+    with ui.byte_progress("Tokenizing", enabled=sys.stderr.isatty()) as progress:
+        cache = prepare(path, settings, cache_root=cache_dir, force=force, threads=threads,
+                        progress=progress)
+    for warning in cache.warnings:
+        ui.warn(warning)
+    fits = max_context_length(cache)
+    if fits < context_length:
+        advice = (f"train with --context-length {fits} or less" if fits >= 1
+                  else "raise --val-fraction or use more text")
+        ui.warn(f"the validation split has {len(cache.valid)} tokens, too few for context length "
+                f"{context_length} (it needs {context_length + 1}); the largest context length "
+                f"that fits is {max(fits, 0)}: {advice}")
+    result = summary(cache, time.perf_counter() - started)
+    if json_out:
+        ui.print_json(result)
+    else:
+        ui.tokenize_summary(result)

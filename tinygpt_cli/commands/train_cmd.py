@@ -1,0 +1,183 @@
+"""`tinygpt train`: the book's run by default; every hyperparameter is an option."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..config import PRESETS
+from .common import CacheDir, Column, Encoding, funnel, is_rank_zero
+
+MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropout")
+BOOK = "Model and loop (the book's defaults)"
+MORE = "Beyond the book (off or neutral by default)"
+RUN = "Data, output and resume"
+
+
+def _opt(default: str, help: str, panel: str = BOOK, **kwargs) -> typer.models.OptionInfo:
+    # The default is shown in --help but passed as None, so that a value given in --config or a
+    # preset is only overridden by what the user actually typed.
+    return typer.Option(help=help, show_default=default, rich_help_panel=panel, **kwargs)
+
+
+@funnel
+def train(
+    d_model: Annotated[int | None, _opt("80", "Embedding width.")] = None,
+    num_blocks: Annotated[int | None, _opt("6", "Transformer blocks.")] = None,
+    num_heads: Annotated[int | None, _opt("4", "Attention heads (must divide --d-model).")] = None,
+    context_length: Annotated[int | None, _opt("128", "Tokens the model sees at once.")] = None,
+    dropout: Annotated[float | None, _opt("0.1", "Dropout rate, in [0, 1).")] = None,
+    batch_size: Annotated[int | None, _opt("2", "Sequences per step (per process).")] = None,
+    max_iters: Annotated[int | None, _opt("500", "Total training steps (also with --resume).")
+    ] = None,
+    learning_rate: Annotated[float | None, _opt("1e-3", "AdamW learning rate.")] = None,
+    eval_interval: Annotated[int | None, _opt("50", "Evaluate (and save) every N steps.")] = None,
+    eval_iters: Annotated[int | None, _opt("10", "Batches averaged per split and evaluation.")
+    ] = None,
+    device: Annotated[str | None, _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, "
+                                       "cuda:N or mps.")] = None,
+    seed: Annotated[int | None, _opt("1337", "Random seed (model init, batches, dropout).")
+    ] = None,
+    dtype: Annotated[str | None, _opt("auto", "auto (bfloat16 autocast on a CUDA GPU that has "
+                                      "it, else float32), float32, bfloat16 or float16.",
+                                      MORE)] = None,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile the model (falls back to eager with a "
+        "warning if compilation fails).", show_default="off", rich_help_panel=MORE)] = None,
+    compile_mode: Annotated[str, typer.Option(
+        help="torch.compile mode: default, reduce-overhead (CUDA graphs: best for small models "
+        "on a GPU) or max-autotune.", rich_help_panel=MORE)] = "default",
+    grad_accum: Annotated[int | None, _opt("1", "Gradient accumulation steps per update.", MORE)
+    ] = None,
+    grad_clip: Annotated[float | None, _opt("0 (off)", "Clip the gradient norm to this.", MORE)
+    ] = None,
+    weight_decay: Annotated[float | None, _opt("0.01", "AdamW weight decay (torch's default, "
+                                               "which the book uses).", MORE)] = None,
+    lr_schedule: Annotated[str | None, _opt("constant", "constant, cosine or linear decay to "
+                                            "--min-lr.", MORE)] = None,
+    warmup_iters: Annotated[int | None, _opt("0", "Linear learning-rate warmup steps.", MORE)
+    ] = None,
+    min_lr: Annotated[float | None, _opt("0", "Learning rate at the end of a decay.", MORE)
+    ] = None,
+    max_time: Annotated[float | None, _opt("0 (off)", "Stop and save after this many seconds.",
+                                           MORE)] = None,
+    preset: Annotated[str | None, typer.Option(
+        help=f"Named settings: {', '.join(PRESETS)} (book: the chapter's defaults; gpt2-small: "
+        "d_model 768, 12 blocks, 12 heads, context 1024).", rich_help_panel=MORE,
+        show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Corpus to train on (tokenized and cached as by `tinygpt tokenize`). Default: the "
+        "bundled corpus.", rich_help_panel=RUN, show_default=False)] = None,
+    column: Column = None,
+    encoding: Encoding = "cl100k_base",
+    full_vocab: Annotated[bool, typer.Option(
+        "--full-vocab", help="Use the book's max(id)+1 vocabulary instead of the compact one.",
+        rich_help_panel=RUN)] = False,
+    cache_dir: CacheDir = None,
+    out: Annotated[Path, typer.Option(help="Where to save the checkpoint (the best one goes "
+                                      "beside it as NAME.best.ckpt, metrics as "
+                                      "NAME.metrics.jsonl).", rich_help_panel=RUN)
+    ] = Path("model/model.ckpt"),
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue a run from its checkpoint up to --max-iters.", rich_help_panel=RUN,
+        show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="A TOML file whose keys set these options (d_model = 128, ...); the "
+        "command line wins.", rich_help_panel=RUN, show_default=False)] = None,
+) -> None:
+    """Train the book's GPT on a corpus (default: the bundled one) and save a checkpoint.
+
+    Ctrl-C stops after the current step and saves; --resume continues from there.
+    """
+    cli_values = {k: v for k, v in locals().items() if v is not None}
+    _run(cli_values)
+
+
+def _run(cli_values: dict) -> None:
+    from .. import ui
+    from ..config import MODEL_FIELDS, TRAIN_FIELDS, TrainConfig, preset
+    from ..data import TokenizeSettings
+    from ..tokenizer import COMPACT, FULL
+    from ..train import Trainer, TrainRequest
+
+    values: dict = {}
+    if "preset" in cli_values:
+        values.update(preset(cli_values["preset"]))
+    if "config" in cli_values:
+        values.update(_read_toml(cli_values["config"], MODEL_FIELDS | TRAIN_FIELDS))
+    values.update({k: v for k, v in cli_values.items() if k in MODEL_FIELDS | TRAIN_FIELDS})
+    request = TrainRequest(
+        train_config=TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}),
+        model_options={k: v for k, v in values.items() if k in MODEL_FIELDS},
+        data=cli_values.get("data"),
+        tokenize=TokenizeSettings(encoding=cli_values["encoding"], column=cli_values.get("column"),
+                                  vocab_mode=FULL if cli_values["full_vocab"] else COMPACT),
+        cache_dir=cli_values.get("cache_dir"),
+        out=cli_values["out"],
+        resume=cli_values.get("resume"),
+        compile_mode=cli_values["compile_mode"],
+    )
+    talk = is_rank_zero()
+    with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
+        trainer = Trainer(request, tokenize_progress=progress)
+    reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
+        else ui.TrainReporter
+    done = None
+    try:
+        with (reporter_cls() if talk else ui.TrainReporter()) as reporter:
+            for event in trainer.run():
+                if talk:
+                    reporter.handle(event)
+                done = event
+    finally:
+        trainer.close()
+    if done is not None and getattr(done, "reason", None) == "interrupted":
+        name = signal.Signals(done.signum).name if done.signum else "a signal"
+        if talk:
+            ui.info(f"Stopped by {name} after step {done.steps}; saved {done.checkpoint}.")
+            ui.info(f"Resume with: {_resume_command(done.checkpoint)}")
+        raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
+
+
+def _resume_command(checkpoint: Path) -> str:
+    """The command line that was run, with --resume pointing at the checkpoint just saved."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume":
+            skip = True
+            continue
+        if arg.startswith("--resume="):
+            continue
+        args.append(arg)
+    if not args or args[0] != "train":
+        args = ["train", *[a for a in args if a != "train"]]
+    return shlex.join(["tinygpt", *args, "--resume", str(checkpoint)])
+
+
+def _read_toml(path: Path, known: frozenset[str]) -> dict:
+    from ..errors import UsageError
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",
+                         hint=f"known keys: {', '.join(sorted(known))}")
+    return values

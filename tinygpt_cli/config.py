@@ -1,0 +1,154 @@
+"""Frozen, validated configurations. One object travels whole; change it with dataclasses.replace.
+
+Every check runs on construction and all problems are reported together, each naming the option
+and the fix, so a user corrects a bad command line in one go.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from .errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def _opt(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _positive(obj: object, names: tuple[str, ...], problems: list[str]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            problems.append(f"{_opt(name)} must be greater than 0 (got {value})")
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The GPT's shape. `vocab_size` comes from the tokenizer's vocabulary, never from the user."""
+
+    vocab_size: int
+    d_model: int = 80
+    num_blocks: int = 6
+    num_heads: int = 4
+    context_length: int = 128
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _positive(self, ("vocab_size", "d_model", "num_blocks", "num_heads", "context_length"),
+                  problems)
+        if self.d_model > 0 and self.num_heads > 0 and self.d_model % self.num_heads:
+            fits = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
+            problems.append(
+                f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads} "
+                f"(head counts that divide it: {', '.join(map(str, fits[-6:]))})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        _raise(problems)
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the book's loop settings plus the options nanoGPT users expect."""
+
+    batch_size: int = 2
+    max_iters: int = 500
+    learning_rate: float = 1e-3
+    eval_interval: int = 50
+    eval_iters: int = 10
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    grad_accum: int = 1
+    grad_clip: float = 0.0
+    weight_decay: float = 0.01  # torch.optim.AdamW's own default, which the book uses
+    lr_schedule: str = "constant"
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    max_time: float = 0.0  # seconds; 0 means no limit
+    log_interval: int = 10  # steps between running-loss records in the metrics file
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _positive(self, ("batch_size", "max_iters", "eval_interval", "eval_iters", "grad_accum",
+                         "log_interval"), problems)
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            problems.append(f"--learning-rate must be a finite number above 0 "
+                            f"(got {self.learning_rate})")
+        for name in ("grad_clip", "weight_decay", "min_lr", "max_time", "warmup_iters"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                problems.append(f"{_opt(name)} must be 0 or more (got {value})")
+        if self.min_lr > self.learning_rate:
+            problems.append(f"--min-lr {self.min_lr} is above --learning-rate {self.learning_rate}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            problems.append(f"--device must be one of {', '.join(DEVICES)} or cuda:N "
+                            f"(got {self.device!r})")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)} "
+                            f"(got {self.lr_schedule!r})")
+        _raise(problems)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample: temperature 0 means greedy; top_k None and top_p 1.0 mean off."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int = 1337
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.max_new_tokens < 0:
+            problems.append(f"--max-new-tokens must be 0 or more (got {self.max_new_tokens})")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            problems.append(f"--temperature must be 0 (greedy) or more (got {self.temperature})")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"--top-k must be 1 or more (got {self.top_k}); leave it out for off")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.num_samples < 1:
+            problems.append(f"--num-samples must be 1 or more (got {self.num_samples})")
+        _raise(problems)
+
+
+# Named presets: model shape plus the training settings that belong with it.
+PRESETS: dict[str, dict[str, object]] = {
+    "book": {},  # the chapter's defaults, exactly
+    "gpt2-small": {"d_model": 768, "num_blocks": 12, "num_heads": 12, "context_length": 1024,
+                   "dropout": 0.0},
+}
+
+MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+
+
+def preset(name: str) -> dict[str, object]:
+    """The option values a preset sets; an unknown name lists the known ones."""
+    try:
+        return dict(PRESETS[name])
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -1,0 +1,43 @@
+"""User-facing errors: each carries a message a user can act on and the exit code to leave with.
+
+The CLI catches `TinyGPTError` in one place and prints one line (plus a hint); anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TinyGPTError(Exception):
+    """A mistake the user can fix. Exit code 1 (bad data) unless a subclass says otherwise."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(TinyGPTError):
+    """A bad option or combination of options (exit code 2, like Click's usage errors)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Invalid hyperparameters; the message lists every problem at once."""
+
+
+class DataError(TinyGPTError):
+    """The corpus or its cache cannot be used."""
+
+
+class CheckpointError(TinyGPTError):
+    """A checkpoint is missing, unreadable, unsafe or does not fit the run."""
+
+
+class DivergedError(TinyGPTError):
+    """Training produced non-finite losses too many steps in a row."""

@@ -1,0 +1,214 @@
+"""The book's GPT decoder, in nanoGPT's voice, and a KV cache for fast sampling.
+
+Token embedding + sinusoidal positional encoding -> dropout -> `num_blocks` pre-LayerNorm blocks
+(masked multi-head self-attention, 4x ReLU feed-forward) -> LayerNorm -> linear to the vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+
+def sinusoidal_table(context_length: int, d_model: int) -> torch.Tensor:
+    """The book's encoding: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
+    pos = torch.arange(context_length, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(d/2),)
+    angle = pos / torch.pow(10000.0, two_i / d_model)  # (T, ceil(d/2))
+    pe = torch.zeros(context_length, d_model)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle)[:, : d_model // 2]  # an odd d_model has one cosine column less
+    return pe
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated up to max_length.
+
+    During a forward pass each layer writes its chunk at [length, length + T) with `update`; the
+    model then calls `advance(T)` once, so all layers agree on where the chunk starts.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_length: int,
+                 head_size: int, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        shape = (batch_size, num_heads, max_length, head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.length = 0
+
+    def reset(self) -> None:
+        """Forget every cached token; entries past `length` are never read, so nothing is zeroed."""
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store a chunk's (B, H, T, hs) keys/values after the cached ones; return all of them."""
+        end = self.length + k.size(2)
+        assert k.size(0) == self.batch_size, f"cache batch {self.batch_size}, chunk {k.size(0)}"
+        assert end <= self.max_length, f"cache holds {self.max_length} tokens, asked for {end}"
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H, end, hs)
+
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        # one matmul for all heads' queries, keys and values; no bias, like the book's Wq/Wk/Wv
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.num_heads = config.num_heads
+        self.dropout = config.dropout
+        self.layer = layer  # which slot of a KVCache is ours
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, hs)
+        k = k.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, hs)
+        v = v.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, hs)
+
+        mask, is_causal = None, True
+        if kv_cache is not None and kv_cache.length > 0:
+            prefix = kv_cache.length
+            k, v = kv_cache.update(self.layer, k, v)  # (B, H, prefix + T, hs)
+            k, v = k.to(q.dtype), v.to(q.dtype)  # a float32 cache under autocast
+            is_causal = False  # SDPA aligns is_causal top-left, wrong once q is shorter than k
+            if T > 1:
+                # new token i sits at prefix + i: it sees the whole prefix and new tokens 0..i
+                mask = torch.ones(T, prefix + T, dtype=torch.bool, device=x.device)
+                mask = mask.tril(diagonal=prefix)  # (T, prefix + T)
+        elif kv_cache is not None:
+            kv_cache.update(self.layer, k, v)  # empty cache: the chunk attends to itself, causally
+
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, H, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, 4 * config.d_model)
+        self.proj = nn.Linear(4 * config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.relu(self.fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm: normalise, transform, add back to the residual stream."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln2 = nn.LayerNorm(config.d_model)
+        self.ffwd = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv_cache)  # (B, T, C)
+        x = x + self.ffwd(self.ln2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        # a fixed function of the shape: computed once, moved with .to(), never saved
+        self.register_buffer("pos_encoding",
+                             sinusoidal_table(config.context_length, config.d_model),
+                             persistent=False)  # (context_length, C)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config, i) for i in range(config.num_blocks)])
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)  # untied, as in the book
+
+        # nanoGPT's init: small normal weights, zero biases, so the first loss is about ln(vocab);
+        # the projections into the residual stream shrink with depth (GPT-2's scaled init)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.num_blocks))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for every position of idx (B, T), and the loss when targets are given.
+
+        With a cache, idx is the next chunk: its positions start after the cached tokens, and its
+        keys and values are appended to the cache.
+        """
+        B, T = idx.size()
+        start = 0 if kv_cache is None else kv_cache.length
+        assert start + T <= self.config.context_length, (
+            f"{start} cached + {T} new tokens exceed context_length {self.config.context_length}")
+
+        x = self.token_embedding(idx) + self.pos_encoding[start:start + T]  # (B, T, C)
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, kv_cache)  # (B, T, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+        return logits, loss
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty KV cache for `batch_size` sequences, on the model's device and dtype."""
+        c, weight = self.config, self.lm_head.weight
+        return KVCache(c.num_blocks, batch_size, c.num_heads, c.context_length, c.head_size,
+                       device=weight.device, dtype=weight.dtype)
+
+    def num_params(self) -> dict[str, int]:
+        """Parameter counts: token embedding, everything else, total (the encoding is a buffer)."""
+        embedding = self.token_embedding.weight.numel()
+        total = sum(p.numel() for p in self.parameters())
+        return {"embedding": embedding, "other": total - embedding, "total": total}
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token, forward and backward (PaLM appendix B, as nanoGPT's MFU)."""
+        c = self.config
+        return 6 * self.num_params()["total"] + 12 * c.num_blocks * c.d_model * c.context_length
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The book's sampler: append max_new_tokens to idx (B, T), drawn at temperature 1.
+
+        For streaming, top-k/top-p and the KV cache, use `sampling.generate_tokens`.
+        """
+        from .sampling import sample_next  # sampling builds on the model, not the reverse
+
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.config.context_length:]  # (B, <= context_length)
+            logits, _ = self(idx_cond)  # (B, T, V)
+            idx_next = sample_next(logits[:, -1, :], temperature=1.0)  # (B,)
+            idx = torch.cat((idx, idx_next.unsqueeze(1)), dim=1)  # (B, T + 1)
+        return idx

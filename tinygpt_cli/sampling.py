@@ -1,0 +1,115 @@
+"""Choosing the next token (temperature, top-k, top-p) and streaming a continuation id by id.
+
+The KV cache and absolute positions
+-----------------------------------
+The book's model adds a sinusoidal encoding of each token's position in the window to its
+embedding, so every key and value in every layer depends on where its token sits. While the whole
+sequence fits in context_length, positions never change: the prompt is prefilled once and each new
+token costs one single-token forward pass. Once the sequence is longer than the window, the
+reference (uncached) sampler runs the model on the last context_length tokens, so each step shifts
+every kept token one position to the left, and every cached key and value is stale. Nothing can be
+reused exactly, so past the window the cache is reset and re-prefilled with the last
+context_length tokens on every step: the cost is a full window pass per token, the same as without
+a cache, and the logits are identical to the uncached sampler's at every step. (Sliding by half a
+window, StreamingLLM's attention sinks or relative positions would be cheaper, but each changes
+the logits; the exactness is what the tests hold on to.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .model import GPT, KVCache
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one id per row of logits (B, V); returns (B,) long.
+
+    temperature 0 is greedy (argmax). top_k keeps the k largest logits (k >= V keeps all); top_p
+    keeps the smallest set of most likely tokens whose probability reaches top_p, never fewer than
+    the top token. `generator` must live on the logits' device.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # (B,)
+    logits = logits.float() / temperature  # (B, V)
+
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+
+    if top_p < 1.0:
+        probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)  # (B, V)
+        # drop a token when the more likely ones before it already reach top_p; the top never is
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p  # (B, V)
+        drop = drop_sorted  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+@torch.inference_mode()
+def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None) -> torch.Tensor:
+    """Logits (1, V) at the last of ids; with a cache, ids are the tokens not yet in it."""
+    idx = torch.tensor([ids], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
+    logits, _ = model(idx, kv_cache=kv_cache)  # (1, T, V)
+    return logits[:, -1, :]
+
+
+def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
+                    temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+                    generator: torch.Generator | None = None,
+                    use_cache: bool = True) -> Iterator[int]:
+    """Continue one sequence, yielding each new id as soon as it is drawn.
+
+    A prompt longer than the window keeps its last context_length ids. The model is in eval mode
+    while this runs and gets its previous mode back when the generator finishes or is closed.
+    Cached and uncached runs give identical logits at every step (see the module docstring).
+    """
+    if not prompt_ids:
+        raise ValueError("prompt_ids is empty; give at least one token (e.g. a start token)")
+    return _generate(model, list(prompt_ids), max_new_tokens, temperature, top_k, top_p,
+                     generator, use_cache)
+
+
+def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: float,
+              top_k: int | None, top_p: float, generator: torch.Generator | None,
+              use_cache: bool) -> Iterator[int]:
+    # inference mode is entered per forward pass, never across a yield: a generator holding it
+    # open would leak it into the caller's code between tokens
+    context = model.config.context_length
+    ids = ids[-context:]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            cache = model.new_cache(1) if use_cache else None
+        pending = ids  # tokens the cache has not seen yet
+        for _ in range(max_new_tokens):
+            if cache is None:
+                logits = _forward_last(model, ids, None)  # the reference: the whole window
+            else:
+                if cache.length + len(pending) > context:
+                    cache.reset()  # the window slid: every position shifted, re-prefill it
+                    pending = ids
+                logits = _forward_last(model, pending, cache)
+            next_id = int(sample_next(logits, temperature, top_k, top_p, generator)[0])
+            ids = (ids + [next_id])[-context:]
+            pending = [next_id]
+            yield next_id
+    finally:
+        model.train(was_training)
+
+
+def generate_ids(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> list[int]:
+    """All of `generate_tokens` at once, as a list."""
+    return list(generate_tokens(model, prompt_ids, max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p, generator=generator,
+                                use_cache=use_cache))

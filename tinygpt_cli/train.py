@@ -1,0 +1,641 @@
+"""The training loop: the book's loop (evaluate, batch, forward, zero_grad, backward, step), made
+fast, observable, interruptible and resumable.
+
+`Trainer.run()` yields small event objects; `ui.py` turns them into the live table and a plain
+reporter prints the book's lines. Nothing here knows about Rich or Typer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import MODEL_FIELDS, ModelConfig, TrainConfig
+from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
+from .errors import CheckpointError, DivergedError, UsageError
+from .evaluate import estimate_loss
+from .model import GPT
+
+MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
+
+# Dense bf16 peak FLOP/s (no sparsity) by device name, for the MFU estimate.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
+              "L4": 121e12, "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+# --- events ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStarted:
+    device: str
+    dtype: str
+    world_size: int
+    params: dict[str, int]
+    tokens_per_step: int
+    start_step: int
+    max_iters: int
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data: dict
+    out: Path
+    resumed_from: Path | None
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int
+    loss: float
+    lr: float
+    tokens_per_sec: float
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class EvalDone:
+    step: int
+    train_loss: float
+    valid_loss: float
+    best: bool
+    lr: float
+    tokens_per_sec: float
+    mfu: float | None
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    path: Path
+    step: int
+    best: bool
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class RunDone:
+    reason: str  # "finished", "interrupted" (see signum) or "max_time"
+    steps: int
+    final_train_loss: float | None
+    final_valid_loss: float | None
+    best_valid_loss: float | None
+    best_step: int | None
+    seconds: float
+    tokens_per_sec: float
+    mfu: float | None
+    checkpoint: Path
+    signum: int | None = None
+
+
+Event = RunStarted | StepDone | EvalDone | CheckpointSaved | Notice | RunDone
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step`: linear warmup, then constant, cosine or linear decay to min_lr."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    progress = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    if cfg.lr_schedule == "cosine":
+        scale = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        scale = 1.0 - progress
+    return cfg.min_lr + scale * (cfg.learning_rate - cfg.min_lr)
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """auto: cuda, then mps, then cpu. An explicit device that is not there is a usage error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "with" if torch.version.cuda else "without"
+            raise UsageError(f"--device {name}: no CUDA device is available (this torch "
+                             f"{torch.__version__} is built {built} CUDA)",
+                             hint="use --device cpu, or --device auto to pick what is there")
+        if name == "cuda" and local_rank is not None:
+            name = f"cuda:{local_rank}"
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: Apple's Metal backend is not available here",
+                         hint="use --device cpu, or --device auto")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 autocast on a CUDA device that supports it, else float32."""
+    if name == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"--dtype bfloat16: {torch.cuda.get_device_name(device)} does not "
+                         "support bfloat16", hint="use --dtype float16 (with a gradient scaler) "
+                         "or float32")
+    if dtype != torch.float32 and device.type == "mps":
+        raise UsageError(f"--dtype {name} is not supported on mps by tinygpt",
+                         hint="use --dtype float32")
+    return dtype
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training, not after 500 steps, if the checkpoint cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-").close()
+    except OSError as exc:
+        raise UsageError(f"cannot write the checkpoint {path}: {exc.strerror or exc}",
+                         hint="pass --out to a writable location") from None
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a directory; give a file path such as "
+                         f"{path / 'model.ckpt'}")
+
+
+# --- interrupts --------------------------------------------------------------------------------
+
+class StopSignals:
+    """First SIGINT/SIGTERM: ask the loop to stop after the current step. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # the second one: leave at once; checkpoints are atomic
+        self.signum = signum
+
+
+# --- distributed -------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    """torchrun's environment: rank, world size, and whether this process is the one that talks."""
+
+    rank: int = 0
+    local_rank: int | None = None
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+    def init(self, device: torch.device) -> None:
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            torch.distributed.init_process_group(backend=backend)
+
+    def all_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            tensor = tensor.clone()
+            torch.distributed.all_reduce(tensor)
+            tensor /= self.world_size
+        return tensor
+
+    def all_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            tensor = tensor.clone()
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor
+
+    def gather(self, obj: object) -> list:
+        if not self.enabled:
+            return [obj]
+        gathered: list = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# --- the trainer -------------------------------------------------------------------------------
+
+@dataclass
+class TrainRequest:
+    """What the user asked for. Model options left out come from --resume's checkpoint, else the
+    book's defaults."""
+
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    model_options: dict = field(default_factory=dict)
+    data: Path | None = None
+    tokenize: TokenizeSettings = field(default_factory=TokenizeSettings)
+    cache_dir: Path | None = None
+    out: Path = Path("model/model.ckpt")
+    resume: Path | None = None
+    compile_mode: str = "default"
+
+
+class Trainer:
+    """Sets a run up (data, model, optimizer, resume) and runs the loop as an event stream."""
+
+    def __init__(self, request: TrainRequest, cache: TokenCache | None = None,
+                 tokenize_progress=None) -> None:
+        self.request = request
+        self.cfg = request.train_config
+        self.dist = Dist.from_env()
+        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)
+        self.out = Path(request.out)
+        if self.dist.main:
+            check_writable(self.out)
+        self.notices: list[str] = []
+        self.dist.init(self.device)
+
+        self.cache = cache or prepare(request.data, request.tokenize, cache_root=request.cache_dir,
+                                      progress=tokenize_progress if self.dist.main else None)
+        self.notices += self.cache.warnings
+        state = ckpt.load(request.resume) if request.resume else None
+        self.model_config = self._model_config(state)
+        self._check_context()
+
+        torch.manual_seed(self.cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = GPT(self.model_config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.cfg.learning_rate,
+            weight_decay=self.cfg.weight_decay, fused=self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.dtype == torch.float16)
+        self.batch_gen = torch.Generator(device=self.device)
+        self.batch_gen.manual_seed(self.cfg.seed + self.dist.rank)
+        self.step = 0
+        self.best_valid: float | None = None
+        self.best_step: int | None = None
+        self.last_losses: tuple[float, float] | None = None
+        if state is not None:
+            self._restore(state)
+
+        self.splits = {"train": as_tensor(self.cache.train, self.device),
+                       "valid": as_tensor(self.cache.valid, self.device)}
+        self.forward_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.compile:
+            self.forward_model = torch.compile(self.forward_model, mode=request.compile_mode)
+        self._compiled_ok = not self.cfg.compile
+
+    # setup helpers
+
+    def _model_config(self, state: dict | None) -> ModelConfig:
+        base = ckpt.model_config_from(state) if state is not None else None
+        options = {k: v for k, v in self.request.model_options.items() if v is not None}
+        unknown = set(options) - MODEL_FIELDS
+        if unknown:
+            raise UsageError(f"unknown model options: {', '.join(sorted(unknown))}")
+        if base is not None:
+            return replace(base, **options)
+        return ModelConfig(vocab_size=self.cache.vocab.size, **options)
+
+    def _check_context(self) -> None:
+        fits = max_context_length(self.cache)
+        T = self.model_config.context_length
+        if fits < T:
+            advice = (f"use --context-length {fits} or less" if fits >= 1
+                      else "lower --val-fraction or use more text")
+            raise UsageError(
+                f"--context-length {T} needs {T + 1} tokens in each split, but the "
+                f"{'validation' if len(self.cache.valid) <= len(self.cache.train) else 'training'}"
+                f" split has {fits + 1}: {advice}")
+
+    def _restore(self, state: dict) -> None:
+        found = ckpt.differences(state, model_config=self.model_config, vocab=self.cache.vocab,
+                                 data_sha256=self.cache.meta["source"]["sha256"])
+        if found:
+            raise CheckpointError(f"cannot resume from {self.request.resume}: "
+                                  + "; ".join(found),
+                                  hint="resume with the same data, tokenizer and model options, "
+                                  "or start a new run with another --out")
+        self.model.load_state_dict(state["model_state_dict"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot resume from {self.request.resume}: its optimizer "
+                                  f"state does not fit ({exc})") from None
+        self.step = int(state["step"])
+        self.best_valid = state.get("best_valid_loss")
+        self.best_step = state.get("best_step")
+        if self.step >= self.cfg.max_iters:
+            raise UsageError(f"{self.request.resume} has already done {self.step} steps; "
+                             f"--max-iters is the total, so raise it above {self.step}")
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if "python" in rng:
+            random.setstate(_as_tuple(rng["python"]))
+        gens = rng.get("batch_generators", [])
+        if len(gens) == self.dist.world_size:
+            self.batch_gen.set_state(gens[self.dist.rank])
+        else:
+            self.notices.append(f"the checkpoint was written by {len(gens)} process(es), this run "
+                                f"has {self.dist.world_size}: batches are reseeded, so the run "
+                                "will not repeat an uninterrupted one exactly")
+            self.batch_gen.manual_seed(self.cfg.seed + self.dist.rank + self.step)
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+
+    # the loop
+
+    def autocast(self) -> AbstractContextManager:
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward through the compiled model, falling back to eager if compilation fails."""
+        with self.autocast():
+            if self._compiled_ok:
+                return self.forward_model(x, y)[1]
+            try:
+                loss = self.forward_model(x, y)[1]
+                self._compiled_ok = True
+                return loss
+            except Exception as exc:  # compiler missing or failing: keep training uncompiled
+                self.notices.append(f"torch.compile failed ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                                    "continuing without --compile")
+                self.forward_model = self._uncompiled()
+                self._compiled_ok = True
+                return self.forward_model(x, y)[1]
+
+    def _uncompiled(self) -> torch.nn.Module:
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            return DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return self.model
+
+    def evaluate(self) -> tuple[float, float]:
+        # the plain module: evaluation needs no gradient sync, and a compiled graph for no-grad
+        # mode would cost a second compilation for 2 x eval_iters batches
+        means = estimate_loss(
+            self.model, self.splits, batch_size=self.cfg.batch_size,
+            context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
+            seed=self.cfg.seed * 1_000_003 + self.step * 101 + self.dist.rank,
+            autocast=self.autocast())
+        train_loss, valid_loss = self.dist.all_mean(means).tolist()
+        return train_loss, valid_loss
+
+    def train_step(self, lr: float) -> torch.Tensor:
+        """One optimizer step over grad_accum micro-batches; returns the mean loss (on device)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        T = self.model_config.context_length
+        for micro in range(self.cfg.grad_accum):
+            x, y = get_batch(self.splits["train"], self.cfg.batch_size, T, self.batch_gen)
+            last = micro == self.cfg.grad_accum - 1
+            sync = nullcontext() if last or not self.dist.enabled else self.forward_model.no_sync()
+            with sync:
+                loss = self._forward(x, y) / self.cfg.grad_accum
+                self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+        return total
+
+    def apply_update(self) -> None:
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly: weights, optimizer, step, and every RNG."""
+        rng = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "batch_generators": self.dist.gather(self.batch_gen.get_state().cpu()),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {
+            "model_state_dict": self.model.state_dict(),
+            "h_params": {**asdict(self.model_config), **asdict(self.cfg),
+                         "max_token_value": self.cache.vocab.size},
+            "model_config": asdict(self.model_config),
+            "train_config": asdict(self.cfg),
+            "tokenizer": ckpt.tokenizer_state(self.cache.vocab),
+            "data": {"path": self.cache.meta["source"]["path"],
+                     "sha256": self.cache.meta["source"]["sha256"],
+                     "settings": self.cache.meta["settings"],
+                     "train_tokens": len(self.cache.train), "valid_tokens": len(self.cache.valid),
+                     "train_bytes": self.cache.meta["splits"]["train"]["bytes"],
+                     "valid_bytes": self.cache.meta["splits"]["valid"]["bytes"]},
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_valid_loss": self.best_valid,
+            "best_step": self.best_step,
+            "last_losses": list(self.last_losses) if self.last_losses else None,
+            "rng": rng,
+            "world_size": self.dist.world_size,
+        }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save(self, path: Path, state: dict | None = None) -> None:
+        state = state if state is not None else self.state()  # every rank joins the gather
+        if self.dist.main:
+            ckpt.save(state, path)
+
+    def run(self) -> Iterator[Event]:
+        """The book's loop, as a stream of events. Saves at each evaluation and at the end."""
+        cfg, T = self.cfg, self.model_config.context_length
+        tokens_per_step = cfg.batch_size * T * cfg.grad_accum * self.dist.world_size
+        flops_per_token = self.model.flops_per_token()
+        peak = peak_flops(self.device)
+        yield RunStarted(str(self.device), str(self.dtype).replace("torch.", ""),
+                         self.dist.world_size, self.model.num_params(), tokens_per_step,
+                         self.step, cfg.max_iters, self.model_config, cfg,
+                         dict(self.cache.meta["source"]), self.out, self.request.resume)
+        yield from self._drain_notices()
+        metrics = MetricsWriter(ckpt.related_path(self.out, "metrics"),
+                                append=self.request.resume is not None, enabled=self.dist.main)
+        started = time.perf_counter()
+        train_time, train_tokens = 0.0, 0
+        window_losses: list[float] = []
+        bad_steps = 0
+        resumed_at = self.step if self.request.resume else None
+        reason, signum = "finished", None
+        self.model.train()
+        with StopSignals() as stop, metrics:
+            while self.step < cfg.max_iters:
+                step, lr = self.step, lr_at(self.step, cfg)
+                tps = train_tokens / train_time if train_time else 0.0
+                if (step % cfg.eval_interval == 0 or step == cfg.max_iters - 1) \
+                        and step != resumed_at:
+                    yield from self._evaluate(step, lr, tps, peak, flops_per_token, started,
+                                              metrics)
+                    yield from self._drain_notices()
+                t0 = time.perf_counter()
+                loss = self.train_step(lr)
+                # one sync per step: the loss decides whether this update may be applied, and
+                # under DDP every rank must agree on that and on stopping
+                flags = torch.stack([loss, torch.tensor(
+                    float(stop.signum is not None or self._out_of_time(started)),
+                    device=self.device)])
+                loss_value, stop_flag = self.dist.all_mean(flags).tolist()
+                if math.isfinite(loss_value):
+                    self.apply_update()
+                    bad_steps = 0
+                    window_losses.append(loss_value)
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.scaler.is_enabled():
+                        self.scaler.update()
+                    bad_steps += 1
+                    yield Notice(f"step {step}: the loss is {loss_value}; skipped this update "
+                                 f"({bad_steps} in a row)")
+                    if bad_steps >= MAX_BAD_STEPS:
+                        raise DivergedError(
+                            f"training diverged: {bad_steps} non-finite losses in a row at step "
+                            f"{step}; the last good checkpoint is {self.out}",
+                            hint="lower --learning-rate, set --grad-clip 1.0, or use "
+                            "--dtype float32")
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                train_time += time.perf_counter() - t0
+                train_tokens += tokens_per_step
+                self.step += 1
+                if self.step % cfg.log_interval == 0 and window_losses:
+                    event = StepDone(step, sum(window_losses) / len(window_losses), lr,
+                                     train_tokens / train_time, time.perf_counter() - started)
+                    metrics.write({"type": "train", **_record(event)})
+                    window_losses.clear()
+                    yield event
+                if stop_flag > 0:
+                    signum = stop.signum
+                    reason = "interrupted" if signum is not None else "max_time"
+                    break
+            state = self.state()
+            self.save(self.out, state)
+            yield CheckpointSaved(self.out, self.step, False)
+        tps = train_tokens / train_time if train_time else 0.0
+        final = self.last_losses or (None, None)
+        mfu = flops_per_token * tps / peak if peak else None
+        yield RunDone(reason, self.step, final[0], final[1], self.best_valid, self.best_step,
+                      time.perf_counter() - started, tps, mfu, self.out, signum)
+
+    def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics) -> Iterator[Event]:
+        train_loss, valid_loss = self.evaluate()
+        self.last_losses = (train_loss, valid_loss)
+        is_best = math.isfinite(valid_loss) and (self.best_valid is None
+                                                 or valid_loss < self.best_valid)
+        if is_best:
+            self.best_valid, self.best_step = valid_loss, step
+        mfu = flops_per_token * tps / peak if peak and tps else None
+        event = EvalDone(step, train_loss, valid_loss, is_best, lr, tps, mfu,
+                         time.perf_counter() - started)
+        metrics.write({"type": "eval", **_record(event)})
+        yield event
+        state = self.state()
+        if is_best:
+            best_path = ckpt.related_path(self.out, "best")
+            self.save(best_path, state)
+            yield CheckpointSaved(best_path, step, True)
+        self.save(self.out, state)
+        yield CheckpointSaved(self.out, step, False)
+
+    def _out_of_time(self, started: float) -> bool:
+        return self.cfg.max_time > 0 and time.perf_counter() - started > self.cfg.max_time
+
+    def _drain_notices(self) -> Iterator[Notice]:
+        while self.notices:
+            yield Notice(self.notices.pop(0))
+
+    def close(self) -> None:
+        self.dist.close()
+
+
+def _as_tuple(value):
+    """random.setstate wants nested tuples; a checkpoint round trip may hand back lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _record(event: StepDone | EvalDone) -> dict:
+    record = asdict(event)
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}
+
+
+class MetricsWriter:
+    """JSON lines beside the checkpoint: one record per evaluation and per log interval."""
+
+    def __init__(self, path: Path, append: bool, enabled: bool = True) -> None:
+        self.path, self.append, self.enabled = path, append, enabled
+        self._file = None
+
+    def __enter__(self) -> MetricsWriter:
+        if self.enabled:
+            self._file = open(self.path, "a" if self.append else "w", encoding="utf-8")
+        return self
+
+    def write(self, record: dict) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
