@@ -110,7 +110,9 @@ def test_endoftext_in_the_corpus_is_ordinary_text(tmp_path, cache_root):
     cache = prepare(path, cache_root=cache_root)
     ids = tokens(cache)
     assert cache.vocab.decode(ids) == text
-    assert cache.vocab.encoding.eot_token not in cache.vocab.ids[ids].tolist()
+    enc = cache.vocab.encoding
+    assert ids.tolist() == cache.vocab.to_model[enc.encode_ordinary(text)].tolist()
+    assert enc.eot_token not in cache.vocab.ids[ids].tolist()
 
 
 def test_splits_share_one_vocabulary_and_meta_counts_distinct_tokens(token_cache, corpus_text):
@@ -319,8 +321,9 @@ def test_damage_is_detected_and_rebuilt_with_a_warning(corpus, cache_root, token
     damage(folder)
     problem = verify_cache(folder)
     assert problem is not None
-    with pytest.raises(DataError, match="--force"):
+    with pytest.raises(DataError) as info:
         load_cache(folder)
+    assert problem in info.value.message and "--force" in info.value.hint
     cache = prepare(corpus, cache_root=cache_root)
     assert cache.hit is False
     assert len(cache.warnings) == 1 and "damaged" in cache.warnings[0]

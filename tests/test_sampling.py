@@ -126,6 +126,11 @@ def test_cached_equals_uncached_across_the_slide(prompt_len, temperature):
     assert len(cached_logits) == len(plain_logits) == 3 * C
     for step, (a, b) in enumerate(zip(cached_logits, plain_logits, strict=True)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"step {step}")
+    # and the uncached run is the book's loop: the model on the last C tokens, last position
+    with torch.no_grad():
+        for step, got in enumerate(plain_logits):
+            window = torch.tensor([(prompt + plain[:step])[-C:]])
+            torch.testing.assert_close(got, model(window)[0][:, -1], atol=1e-5, rtol=0)
     if temperature:
         assert len(set(cached)) > 1  # not stuck on one token (greedy may be): the ids have teeth
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt_cli.errors import UsageError
+from tinygpt_cli.errors import DataError, UsageError
 from tinygpt_cli.tokenizer import COMPACT, FULL, Vocabulary, get_encoding
 
 SMALL_CORPUS = "hello world\nthe cat sat on the mat.\n"
@@ -58,6 +58,19 @@ def test_unknown_encoding_is_a_usage_error_listing_the_known_ones():
     assert "_offline" not in info.value.message  # the alias is an implementation detail
 
 
+def test_a_known_encoding_that_fails_to_load_is_a_data_error(monkeypatch):
+    import tiktoken
+
+    def broken(name):
+        raise ValueError("Hash mismatch for data downloaded from ...")  # what tiktoken raises
+
+    monkeypatch.setattr(tiktoken, "get_encoding", broken)
+    with pytest.raises(DataError) as info:
+        get_encoding("r50k_base")
+    assert "'r50k_base'" in info.value.message and "unknown" not in info.value.message
+    assert "TIKTOKEN_CACHE_DIR" in info.value.hint
+
+
 # --- vocabularies ------------------------------------------------------------------------------
 
 def test_compact_vocabulary_is_the_corpus_ids_plus_the_256_bytes():
@@ -79,8 +92,9 @@ def test_full_vocabulary_is_max_id_plus_one():
 
 
 def test_a_vocabulary_without_the_byte_tokens_is_refused():
+    # refused when built or, at the latest, when the byte fallback is first needed
     with pytest.raises(ValueError, match="256 single-byte"):
-        Vocabulary("cl100k_base", COMPACT, np.array([15339, 1917]))
+        Vocabulary("cl100k_base", COMPACT, np.array([15339, 1917])).encode("hello unbelievable")
 
 
 @settings(max_examples=150, deadline=None)
@@ -130,16 +144,18 @@ def test_in_vocabulary_text_keeps_its_direct_ids():
     assert len(vocab.encode(SMALL_CORPUS)) == len(encoded)  # no expansion
 
 
-@pytest.mark.parametrize("make_vocab", [compact_vocab, full_vocab], ids=["compact", "full"])
-def test_endoftext_literal_is_ordinary_text(make_vocab):
-    vocab = make_vocab()
-    enc = vocab.encoding
+@pytest.mark.parametrize("mode", [COMPACT, FULL])
+def test_endoftext_literal_is_ordinary_text(mode):
     text = f"first document{SPECIAL}second document {SPECIAL}\n"
+    vocab = Vocabulary.from_counts("cl100k_base", mode, _counts(text))
+    enc = vocab.encoding
     ids = vocab.encode(text)  # tiktoken's encode() would raise on this text
     assert vocab.decode(ids) == text
-    assert enc.eot_token not in vocab.ids[ids].tolist()
-    assert len(ids) > 2  # spelt out as ordinary pieces, not one special token
-    assert enc.eot_token not in vocab.ids.tolist()  # no special token in any vocabulary
+    # the literal's ordinary pieces ("<|", "endo", ...) are in the vocabulary and used directly;
+    # neither the special id nor a byte-fallback spelling of it appears
+    assert ids == vocab.to_model[enc.encode_ordinary(text)].tolist()
+    assert min(ids) >= 0 and enc.eot_token not in vocab.ids[ids].tolist()
+    assert enc.eot_token not in vocab.ids.tolist()
 
 
 def test_token_byte_lengths_match_the_decoded_bytes():

@@ -67,6 +67,8 @@ def save(state: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes it 0600; a checkpoint is shared like any file
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -83,6 +85,12 @@ def save(state: dict, path: Path) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)  # the only way to read it is to set it; restore at once
+    os.umask(mask)
+    return mask
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -150,6 +158,18 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: the weights do not fit its model configuration "
                               f"({_first_line(exc)})") from None
     return model.to(device).eval(), vocab, state
+
+
+def saved_train_config(path: Path) -> dict:
+    """The training settings a checkpoint was written with; {} when it cannot be read (`load`
+    reports why, later). Memory-mapped, so the weights are not read twice."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return dict(state["train_config"])
+    except Exception:  # any unreadable or foreign file: the Trainer's load names the problem
+        return {}
 
 
 def differences(state: dict, *, model_config: ModelConfig, vocab: Vocabulary,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import tokenize_cmd, train_cmd
+from .commands import eval_cmd, generate_cmd, info_cmd, plot_cmd, tokenize_cmd, train_cmd
 
 app = typer.Typer(
     name="tinygpt",
@@ -39,7 +39,32 @@ def _root(
 
 app.command("tokenize")(tokenize_cmd.tokenize)
 app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_command)
+app.command("generate")(generate_cmd.generate_command)
+app.command("plot")(plot_cmd.plot)
+app.command("info")(info_cmd.info)
 
 
 def main() -> None:
-    app(prog_name="tinygpt")
+    """The console script. Usage errors are printed as one line (the same funnel as ours) rather
+    than Typer's boxed panel, so logs and scripts see `error: ...` whatever went wrong."""
+    import sys
+
+    from . import ui
+
+    try:
+        code = app(prog_name="tinygpt", standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        # Click's usage errors (bad option values, unknown commands); Typer vendors Click, so the
+        # class is recognised by its interface rather than imported from a private module
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None),
+                                                              int)):
+            raise
+        message = exc.format_message()
+        if message:  # empty when the help was shown for a bare `tinygpt`
+            ctx = getattr(exc, "ctx", None)
+            ui.error(message, f"see '{ctx.command_path} --help'" if ctx is not None else None)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

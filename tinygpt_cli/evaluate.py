@@ -1,13 +1,20 @@
-"""Losses: the book's `estimate_loss` (random batches) and helpers shared by train and eval."""
+"""Losses: the book's `estimate_loss` (random batches), full-split evaluation (every token once),
+perplexity and bits per byte, and `evaluate_checkpoint`, the plain function behind `tinygpt eval`.
+"""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 
-from .data import get_batch
+from .data import as_tensor, get_batch
 
 
 @torch.no_grad()
@@ -43,3 +50,269 @@ def perplexity(loss: float) -> float:
 def bits_per_byte(loss: float, tokens: int, nbytes: int) -> float:
     """Nats per token -> bits per byte of text: comparable across vocabularies and tokenizers."""
     return loss * tokens / (math.log(2) * nbytes) if nbytes else math.nan
+
+
+# --- full-split evaluation ---------------------------------------------------------------------
+
+LOGITS_BUDGET = 1 << 26  # logits per forward pass (256 MB in float32) before --full shrinks a batch
+
+
+def window_batch_size(batch_size: int, context_length: int, vocab_size: int) -> int:
+    """`batch_size`, lowered so one batch's (B, T, V) logits stay within LOGITS_BUDGET.
+
+    The book's full vocabulary (~100k) at context 128 would otherwise need 1.6 GB per 32 windows;
+    in --full mode the batch size changes only the speed, never the result.
+    """
+    return max(1, min(batch_size, LOGITS_BUDGET // (context_length * vocab_size)))
+
+
+@torch.no_grad()
+def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int,
+              batch_size: int, advance: Callable[[int], None] | None = None,
+              autocast: AbstractContextManager | None = None) -> tuple[float, int]:
+    """Score every token of `data` once: (mean loss in nats per token, tokens scored).
+
+    Non-overlapping windows: the first predicts tokens 1..T from 0..T-1, the next T+1..2T from
+    T..2T-1, and so on; the tail shorter than a window is scored as one shorter sequence. So every
+    token but the first is a target exactly once (N - 1 of them), each seeing up to T-1 tokens
+    before it in its window. `advance(n)` is called after each forward pass with the windows done.
+    """
+    n_targets = len(data) - 1
+    if n_targets < 1:
+        return math.nan, 0
+    T = context_length
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    n_full = n_targets // T
+    offsets = torch.arange(T + 1, device=data.device)  # (T+1,)
+    for lo in range(0, n_full, batch_size):
+        hi = min(n_full, lo + batch_size)
+        starts = torch.arange(lo, hi, device=data.device) * T  # (B,)
+        chunk = data[starts[:, None] + offsets].long()  # (B, T+1)
+        total += _summed_loss(model, chunk[:, :-1], chunk[:, 1:], autocast)
+        if advance is not None:
+            advance(hi - lo)
+    tail = n_targets - n_full * T
+    if tail:
+        chunk = data[n_full * T:].long()[None]  # (1, tail+1)
+        total += _summed_loss(model, chunk[:, :-1], chunk[:, 1:], autocast)
+        if advance is not None:
+            advance(1)
+    model.train(was_training)
+    return total.item() / n_targets, n_targets
+
+
+@torch.no_grad()
+def estimate_split_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int,
+                        batch_size: int, eval_iters: int, seed: int, rows: int | None = None,
+                        autocast: AbstractContextManager | None = None) -> tuple[float, int]:
+    """`estimate_loss` for one split: (mean loss, predictions scored), the same batches from `seed`.
+
+    Each batch of `batch_size` windows is run `rows` windows at a time, which bounds memory on a
+    large vocabulary without changing the mean (every window has the same number of tokens).
+    """
+    T, rows = context_length, rows or batch_size
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    for _ in range(eval_iters):
+        x, y = get_batch(data, batch_size, T, generator)  # (B, T) each
+        for i in range(0, batch_size, rows):
+            total += _summed_loss(model, x[i:i + rows], y[i:i + rows], autocast)
+    model.train(was_training)
+    scored = eval_iters * batch_size * T
+    return total.item() / scored, scored
+
+
+def _summed_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 autocast: AbstractContextManager | None) -> torch.Tensor:
+    """Summed cross-entropy (float64 scalar) of targets y (B, T) given inputs x (B, T)."""
+    with autocast or nullcontext():
+        logits, _ = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").double()
+
+
+def num_windows(tokens: int, context_length: int) -> int:
+    """Forward-pass rows `full_loss` runs over a split of `tokens` tokens (windows plus tail)."""
+    return -(-max(tokens - 1, 0) // context_length)
+
+
+# --- evaluating a checkpoint (`tinygpt eval`) ---------------------------------------------------
+
+Split = tuple[np.ndarray, int]  # (model ids, bytes of text they decode to)
+TokenizeProgress = Callable[[], AbstractContextManager]  # yields a (done, total) callback or None
+ScoreProgress = Callable[[str, int], AbstractContextManager]  # yields an advance(n) callback
+
+
+def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
+                        data: Path | None = None, full: bool = False, eval_iters: int = 10,
+                        batch_size: int = 32, seed: int = 1337, cache_dir: Path | None = None,
+                        tokenize_progress: TokenizeProgress | None = None,
+                        score_progress: ScoreProgress | None = None) -> dict:
+    """Loss, perplexity and bits per byte of a checkpoint, as plain (JSON-ready) data.
+
+    Without `data`: the train and valid splits of the corpus the checkpoint was trained on, from
+    its token cache (rebuilt with the recorded settings when missing). With `data`: that text file,
+    encoded with the checkpoint's vocabulary, as one split named "data".
+    `full` scores every token once (`full_loss`); otherwise the book's estimate averages
+    `eval_iters` random batches drawn from `seed`, so a checkpoint always gets the same numbers.
+    """
+    from . import checkpoint as ckpt
+
+    problems = [f"--{name} must be 1 or more (got {value})"
+                for name, value in (("eval-iters", eval_iters), ("batch-size", batch_size))
+                if value < 1]
+    if problems:
+        from .errors import UsageError
+
+        raise UsageError("; ".join(problems))
+    started = time.perf_counter()
+    checkpoint = Path(checkpoint)
+    model, vocab, state = ckpt.load_model(checkpoint, device)
+    check_vocabulary_fits(model, vocab, checkpoint)
+    if data is not None:
+        source, cache_path = Path(data), None
+        splits = {"data": encode_file(source, vocab)}
+    else:
+        with tokenize_progress() if tokenize_progress else nullcontext() as progress:
+            cache = checkpoint_cache(checkpoint, state, vocab, cache_dir, progress)
+        source, cache_path = Path(cache.meta["source"]["path"]), cache.path
+        splits = {name: (cache.split(name), cache.meta["splits"][name]["bytes"])
+                  for name in ("train", "valid")}
+
+    T = model.config.context_length
+    full_batch = window_batch_size(batch_size, T, model.config.vocab_size)
+    results = {}
+    for name, (ids, nbytes) in splits.items():
+        tensor = as_tensor(ids, str(device))
+        if full:
+            bar = score_progress(name, num_windows(len(ids), T)) if score_progress \
+                else nullcontext(None)
+            with bar as advance:
+                loss, scored = full_loss(model, tensor, context_length=T, batch_size=full_batch,
+                                         advance=advance)
+            # exactly the bytes of the tokens scored: all but the first token's
+            scored_bytes = nbytes - len(vocab.token_bytes(int(ids[0]))) if len(ids) else 0
+            bpb = bits_per_byte(loss, scored, scored_bytes)
+        else:
+            if len(ids) <= T:
+                from .errors import DataError
+
+                raise DataError(
+                    f"the {name} split has {len(ids)} tokens, too few for the estimate's random "
+                    f"windows of context length {T} (it needs {T + 1})",
+                    hint="use --full, which also scores texts shorter than a window")
+            loss, scored = estimate_split_loss(model, tensor, context_length=T,
+                                               batch_size=batch_size, eval_iters=eval_iters,
+                                               seed=seed, rows=full_batch)
+            # the split's own bytes per token turn nats per token into bits per byte
+            bpb = bits_per_byte(loss, len(ids), nbytes)
+        results[name] = {
+            "loss": _finite(loss), "perplexity": _finite(perplexity(loss)),
+            "bits_per_byte": _finite(bpb), "tokens": scored,
+            "split_tokens": len(ids), "split_bytes": nbytes,
+        }
+    tok = state["tokenizer"]
+    return {
+        "checkpoint": str(checkpoint),
+        "step": state.get("step"),
+        "mode": "full" if full else "estimate",
+        "source": str(source),
+        "cache": str(cache_path) if cache_path else None,
+        "vocabulary": f"{tok['encoding']}/{tok['mode']}/{vocab.size}",
+        "device": str(device),
+        "context_length": T,
+        "batch_size": full_batch if full else batch_size,
+        "eval_iters": None if full else eval_iters,
+        "seed": None if full else seed,
+        "splits": results,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def check_vocabulary_fits(model: torch.nn.Module, vocab, checkpoint: Path) -> None:
+    """A vocabulary of another size than the model's would index out of range: say so first."""
+    from .errors import CheckpointError
+
+    if vocab.size != model.config.vocab_size:
+        raise CheckpointError(f"{checkpoint} does not hold together: its vocabulary has "
+                              f"{vocab.size} tokens, its model {model.config.vocab_size}")
+
+
+def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | None,
+                     progress=None):  # -> TokenCache
+    """The token cache of the corpus a checkpoint was trained on, checked against its vocabulary.
+
+    Re-uses `data.prepare` with the recorded settings, so a missing cache is rebuilt; a corpus
+    that changed since, or a cache whose vocabulary is not the checkpoint's, is a clear error.
+    """
+    from .data import TokenizeSettings, default_corpus, file_sha256, prepare
+    from .errors import CheckpointError, DataError, TinyGPTError
+
+    info = state.get("data")
+    if not isinstance(info, dict) or "path" not in info or "settings" not in info:
+        raise CheckpointError(f"{checkpoint} does not record the corpus it was trained on",
+                              hint="pass --data PATH to score a text file with it")
+    try:
+        settings = TokenizeSettings(**info["settings"])
+    except (TypeError, TinyGPTError) as exc:
+        raise CheckpointError(f"{checkpoint} records unusable tokenize settings ({exc})") from None
+    tok = state["tokenizer"]
+    if (settings.encoding, settings.vocab_mode) != (tok["encoding"], tok["mode"]):
+        raise CheckpointError(
+            f"{checkpoint} does not hold together: its corpus was tokenized with "
+            f"{settings.encoding}/{settings.vocab_mode}, its model uses {tok['encoding']}/"
+            f"{tok['mode']}", hint="pass --data PATH to score a text file with the model's own "
+            "vocabulary")
+    source, sha = Path(info["path"]), info.get("sha256")
+    if not source.is_file():
+        # the bundled corpus lives elsewhere in another install; the same bytes are the same data
+        try:
+            default = default_corpus()
+        except DataError:
+            default = None
+        if default is None or sha is None or file_sha256(default) != sha:
+            raise DataError(f"{source}, the corpus {checkpoint} was trained on, is not there",
+                            hint="pass --data PATH to score a text file instead")
+        source = default
+    if sha is not None and file_sha256(source) != sha:
+        raise DataError(f"{source} has changed since {checkpoint} was trained on it (sha256 "
+                        f"{sha[:12]} then, {file_sha256(source)[:12]} now)",
+                        hint=f"pass --data {source} to score it with the checkpoint's "
+                        "vocabulary anyway")
+    cache = prepare(source, settings, cache_root=cache_dir, progress=progress)
+    if not (cache.vocab.encoding_name == vocab.encoding_name and cache.vocab.mode == vocab.mode
+            and np.array_equal(cache.vocab.ids, vocab.ids)):
+        raise DataError(
+            f"the token cache {cache.path} does not belong to {checkpoint}: its vocabulary is "
+            f"{cache.vocab.encoding_name}/{cache.vocab.mode}/{cache.vocab.size} tokens, the "
+            f"checkpoint's {vocab.encoding_name}/{vocab.mode}/{vocab.size}"
+            + (" with other ids" if cache.vocab.size == vocab.size else ""),
+            hint="rebuild it with tinygpt tokenize --force, or pass --data PATH")
+    return cache
+
+
+def encode_file(path: Path, vocab) -> Split:
+    """A UTF-8 text file as model ids of `vocab` (byte fallback: any text is encodable)."""
+    from .data import iter_text_chunks
+    from .errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"--data {path}: " + ("is a directory" if path.is_dir()
+                                              else "no such file"))
+    pieces, nbytes = [], 0
+    # chunks end where tiktoken never joins tokens, so this equals encoding the whole text
+    for text, consumed in iter_text_chunks(path, "strict"):
+        pieces.append(np.asarray(vocab.encode(text), dtype=np.int64))
+        nbytes += consumed
+    ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    if len(ids) < 2:
+        raise DataError(f"--data {path} has {len(ids)} token(s); scoring needs at least 2")
+    return ids, nbytes
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: such a value is reported as null."""
+    return value if math.isfinite(value) else None

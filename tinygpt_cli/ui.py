@@ -262,3 +262,146 @@ def train_summary(e) -> None:
     if e.reason != "interrupted":
         err.print(f"Generate from it: [bold]tinygpt generate --checkpoint {e.checkpoint}[/]",
                   soft_wrap=True)
+
+
+# --- eval and generate ---------------------------------------------------------------------------
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def eval_table(r: dict) -> None:
+    """`tinygpt eval`'s results: one row per split, with what was scored and how in the title."""
+    if r["mode"] == "full":
+        how = f"full: every token once, windows of {r['context_length']}"
+    else:
+        how = (f"estimate: {r['eval_iters']} random batches of {r['batch_size']} x "
+               f"{r['context_length']} tokens, seed {r['seed']}")
+    step = f" at step {r['step']}" if r.get("step") is not None else ""
+    table = Table(title=f"{escape(r['checkpoint'])}{step} ({how})", title_justify="left")
+    table.add_column("split")
+    for name in ("loss", "perplexity", "bits/byte", "tokens scored"):
+        table.add_column(name, justify="right")
+    for name, s in r["splits"].items():
+        table.add_row(name, _num(s["loss"]), _num(s["perplexity"], 2),
+                      _num(s["bits_per_byte"]), f"{s['tokens']:,}")
+    err.print(table)
+    err.print(f"[dim]data {escape(r['source'])}, vocabulary {escape(r['vocabulary'])}, "
+              f"{escape(r['device'])}, {r['seconds']:.1f} s[/]", soft_wrap=True)
+
+
+def stream(text: str) -> None:
+    """Generated text, on stdout as it comes."""
+    if text:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def sample_rule(index: int, total: int) -> None:
+    """A dim rule on stderr before a sample (on a terminal, between samples)."""
+    err.rule(f"[dim]sample {index + 1}/{total}[/]", style="dim")
+
+
+def generate_summary(tokens: int, seconds: float, samples: int, cache: bool) -> None:
+    rate = tokens / seconds if seconds > 0 else 0.0
+    per = f" in {samples} samples" if samples > 1 else ""
+    err.print(f"[dim]{tokens:,} tokens{per} in {seconds:.2f} s: {_rate(rate)} tokens/s "
+              f"(KV cache {'on' if cache else 'off'})[/]", soft_wrap=True)
+
+
+# --- plots and checkpoint info -----------------------------------------------------------------
+
+CHART_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+
+
+def hint(message: str) -> None:
+    err.print(f"[dim]hint:[/] {escape(message)}", soft_wrap=True)
+
+
+def loss_chart(runs, console: Console | None = None) -> None:
+    """The loss chart drawn with characters, as wide as the terminal (40 columns is enough)."""
+    from rich.text import Text
+
+    from .plotting import text_chart
+
+    console = console or err
+    unicode = console.encoding.lower().startswith("utf")
+    chart = text_chart(runs, width=console.width, height=max(8, min(14, console.height - 10)),
+                       unicode=unicode)
+    styles = {}
+    for glyph, (index, role) in chart.glyphs.items():
+        color = CHART_COLORS[index % len(CHART_COLORS)]
+        styles[glyph] = {"valid": f"bold {color}", "train": color, "best": "bold yellow"}[role]
+    for line in chart.lines:
+        text = Text(no_wrap=True, overflow="crop")
+        for char in line:
+            text.append(char, styles.get(char))
+        console.print(text)
+
+
+def run_summaries(runs) -> None:
+    """One line per plotted run: steps and the best and last validation loss."""
+    for run in runs:
+        best = run.best
+        last = next((v for _, _, v in reversed(run.metrics.evals)), None)
+        parts = [f"{len(run.metrics.evals)} evaluations up to step {run.last_step}"]
+        if best is not None:
+            parts.append(f"best valid {_loss(best[1])} at step {best[0]}")
+        if last is not None:
+            parts.append(f"last valid {_loss(last)}")
+        info(f"{run.name}: " + ", ".join(parts))
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def checkpoint_summary(d: dict) -> None:
+    """`tinygpt info`: the checkpoint as a two-column table on stderr."""
+    m, p, tok = d["model_config"], d["parameters"], d["tokenizer"]
+    rows: dict[str, object] = {
+        "checkpoint": d["path"],
+        "file size": _bytes(d["file_bytes"]),
+        "written by": f"tinygpt {d['tinygpt_version']} (format {d['format_version']})",
+        "model": f"{m.get('num_blocks')} blocks, d_model {m.get('d_model')}, "
+                 f"{m.get('num_heads')} heads, context {m.get('context_length')}, "
+                 f"dropout {m.get('dropout')}",
+        "parameters": f"{p['total']:,} ({p['embedding']:,} token embedding + "
+                      f"{p['other']:,} other)",
+        "tokenizer": f"{tok['encoding']}, {tok['mode']} vocabulary of {tok['vocab_size']:,} "
+                     "tokens",
+    }
+    if d["steps"] is not None:
+        tokens = f", {d['tokens_seen']:,} tokens ({d['tokens_per_step']:,} per step)" \
+            if d["tokens_seen"] is not None else ""
+        rows["steps"] = f"{d['steps']:,}{tokens}"
+    if d["best_valid_loss"] is not None:
+        rows["best valid loss"] = f"{_loss(d['best_valid_loss'])} at step {d['best_step']}"
+    if d["last_valid_loss"] is not None:
+        rows["last losses"] = (f"train {_loss(d['last_train_loss'])}, "
+                               f"valid {_loss(d['last_valid_loss'])}")
+    t = d["train_config"]
+    if t:
+        procs = f" x {d['world_size']} processes" if d["world_size"] > 1 else ""
+        rows["training"] = (f"batch {t.get('batch_size')} x grad_accum {t.get('grad_accum')}"
+                            f"{procs}, lr {t.get('learning_rate')} ({t.get('lr_schedule')}), "
+                            f"seed {t.get('seed')}")
+    data = d["data"]
+    if data:
+        rows["data"] = data["path"]
+        rows["data sha256"] = data["sha256"]
+        if data.get("train_tokens") is not None:
+            rows["data tokens"] = f"{data['train_tokens']:,} train, {data['valid_tokens']:,} valid"
+    rows["can resume"] = ("yes (optimizer and RNG state saved)"
+                          if d["has_optimizer_state"] and d["has_rng_state"] else
+                          f"optimizer state {'saved' if d['has_optimizer_state'] else 'missing'}, "
+                          f"RNG state {'saved' if d['has_rng_state'] else 'missing'}")
+    if not d["finite_weights"]:
+        rows["weights"] = "NOT finite (NaN or inf): training diverged"
+    for kind, label in (("best", "best checkpoint"), ("metrics", "metrics"), ("plot", "plot")):
+        if d["related_files"].get(kind):
+            rows[label] = d["related_files"][kind]
+    key_value_table("Checkpoint", rows)

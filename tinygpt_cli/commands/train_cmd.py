@@ -13,6 +13,7 @@ import typer
 from ..config import PRESETS
 from .common import CacheDir, Column, Encoding, funnel, is_rank_zero
 
+PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time"})  # not taken from --resume
 MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropout")
 BOOK = "Model and loop (the book's defaults)"
 MORE = "Beyond the book (off or neutral by default)"
@@ -106,6 +107,14 @@ def _run(cli_values: dict) -> None:
     from ..train import Trainer, TrainRequest
 
     values: dict = {}
+    if "resume" in cli_values:
+        # a resumed run continues with its own settings (batch size, learning rate, schedule,
+        # seed, ...); the preset, --config and the command line below override them. What
+        # describes this machine or this invocation is not carried over.
+        from ..checkpoint import saved_train_config
+
+        values.update({k: v for k, v in saved_train_config(cli_values["resume"]).items()
+                       if k in TRAIN_FIELDS and k not in PER_INVOCATION})
     if "preset" in cli_values:
         values.update(preset(cli_values["preset"]))
     if "config" in cli_values:
@@ -163,6 +172,9 @@ def _resume_command(checkpoint: Path) -> str:
 
 
 def _read_toml(path: Path, known: frozenset[str]) -> dict:
+    from dataclasses import MISSING, fields
+
+    from ..config import ModelConfig, TrainConfig
     from ..errors import UsageError
 
     try:
@@ -180,4 +192,17 @@ def _read_toml(path: Path, known: frozenset[str]) -> dict:
     if unknown:
         raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",
                          hint=f"known keys: {', '.join(sorted(known))}")
+    # TOML has its own types: "128" or 1.5 for d_model must be a clear error, not a traceback
+    kinds = {f.name: type(f.default) for cls in (ModelConfig, TrainConfig) for f in fields(cls)
+             if f.default is not MISSING}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    problems = []
+    for key, value in values.items():
+        kind = kinds[key]
+        if kind is float and type(value) is int:
+            values[key] = float(value)
+        elif type(value) is not kind:
+            problems.append(f"{key} must be {names[kind]} (got {value!r})")
+    if problems:
+        raise UsageError(f"--config {path}: {'; '.join(problems)}")
     return values

@@ -1,0 +1,399 @@
+"""The training loop through `Trainer`: it learns, evaluation never changes training, resume equals
+an uninterrupted run bit for bit, bad steps are skipped and divergence stops the run with the last
+good checkpoint intact, and the schedule, metrics file, time limit and signals do what they say."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinygpt_cli import __version__
+from tinygpt_cli import checkpoint as ckpt
+from tinygpt_cli import train as train_mod
+from tinygpt_cli.config import ModelConfig, TrainConfig
+from tinygpt_cli.errors import DivergedError, UsageError
+from tinygpt_cli.model import GPT
+from tinygpt_cli.train import (
+    CheckpointSaved,
+    EvalDone,
+    Notice,
+    RunDone,
+    StepDone,
+    StopSignals,
+    Trainer,
+    TrainRequest,
+    check_writable,
+    lr_at,
+    resolve_device,
+    resolve_dtype,
+)
+
+TINY = {"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": 16, "dropout": 0.0}
+# the book's h_params keys (its table of hyperparameters plus max_token_value)
+BOOK_KEYS = {"d_model", "num_blocks", "num_heads", "batch_size", "context_length", "max_iters",
+             "learning_rate", "dropout", "eval_interval", "eval_iters", "device",
+             "max_token_value"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run several times faster on one intra-op thread than on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_trainer(cache, out: Path, *, resume: Path | None = None, model: dict | None = None,
+                 **train) -> Trainer:
+    cfg = TrainConfig(**{"batch_size": 4, "max_iters": 10, "eval_interval": 5, "eval_iters": 2,
+                         "device": "cpu", **train})
+    request = TrainRequest(train_config=cfg, model_options={**TINY, **(model or {})},
+                           out=out, resume=resume)
+    return Trainer(request, cache=cache)
+
+
+def run_all(trainer: Trainer) -> list:
+    try:
+        return list(trainer.run())
+    finally:
+        trainer.close()
+
+
+def of(events: list, kind: type) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def metrics(out: Path) -> list[dict]:
+    lines = ckpt.related_path(out, "metrics").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+# --- learning ----------------------------------------------------------------------------------
+
+def test_one_batch_overfits_through_train_step(token_cache, tmp_path, monkeypatch):
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", model={"num_blocks": 2})
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(trainer.model_config.vocab_size, (2, 16), generator=gen)
+    y = torch.randint(trainer.model_config.vocab_size, (2, 16), generator=gen)
+    monkeypatch.setattr(train_mod, "get_batch", lambda *args, **kwargs: (x, y))
+    losses = []
+    for _ in range(100):
+        losses.append(trainer.train_step(lr=1e-2).item())
+        trainer.apply_update()
+    assert losses[0] == pytest.approx(math.log(trainer.model_config.vocab_size), abs=0.5)
+    assert losses[-1] < 0.05, losses[-10:]
+    trainer.model.eval()  # and the model itself now predicts the batch
+    _, loss = trainer.model(x, y)
+    assert loss.item() < 0.05
+
+
+def test_evaluation_schedule_does_not_change_training(token_cache, tmp_path):
+    runs = {}
+    for interval in (2, 5):
+        out = tmp_path / f"every{interval}" / "model.ckpt"
+        trainer = make_trainer(token_cache, out, max_iters=12, eval_interval=interval,
+                               log_interval=1, model={"dropout": 0.2})
+        events = run_all(trainer)
+        runs[interval] = (events, weights(trainer), out)
+    (ev2, w2, out2), (ev5, w5, out5) = runs[2], runs[5]
+    assert [e.step for e in of(ev2, EvalDone)] == [0, 2, 4, 6, 8, 10, 11]
+    assert [e.step for e in of(ev5, EvalDone)] == [0, 5, 10, 11]
+    losses2 = [(e.step, e.loss) for e in of(ev2, StepDone)]
+    losses5 = [(e.step, e.loss) for e in of(ev5, StepDone)]
+    assert len(losses2) == 12
+    assert losses2 == losses5  # bit-exact floats
+    train2 = [(r["step"], r["loss"]) for r in metrics(out2) if r["type"] == "train"]
+    train5 = [(r["step"], r["loss"]) for r in metrics(out5) if r["type"] == "train"]
+    assert train2 == train5 and len(train2) == 12
+    assert_same_weights(w2, w5)
+    # evaluations at the same step see the same model and the same batches
+    e2 = {e.step: (e.train_loss, e.valid_loss) for e in of(ev2, EvalDone)}
+    e5 = {e.step: (e.train_loss, e.valid_loss) for e in of(ev5, EvalDone)}
+    assert e2[10] == e5[10] and e2[11] == e5[11]
+
+
+# --- the checkpoint ----------------------------------------------------------------------------
+
+def test_checkpoint_holds_everything_to_continue(token_cache, tmp_path):
+    out = tmp_path / "run" / "model.ckpt"
+    # "auto" resolves to a device; h_params records that device, as the book's does
+    device = "cpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "auto"
+    trainer = make_trainer(token_cache, out, max_iters=3, eval_interval=2, device=device)
+    events = run_all(trainer)
+    done = of(events, RunDone)[0]
+    assert done.reason == "finished" and done.steps == 3 and done.checkpoint == out
+
+    state = torch.load(out, weights_only=True)  # plain tensors and Python types only
+    vocab = token_cache.vocab
+    assert_same_weights(state["model_state_dict"], weights(trainer))
+    assert state["h_params"].keys() >= BOOK_KEYS
+    assert state["h_params"]["max_token_value"] == vocab.size
+    assert state["h_params"]["d_model"] == 16 and state["h_params"]["batch_size"] == 4
+    assert state["h_params"]["device"] == "cpu"
+    assert state["model_config"] == {**TINY, "vocab_size": vocab.size}
+    tok = state["tokenizer"]
+    assert (tok["encoding"], tok["mode"]) == ("cl100k_base", "compact")
+    assert torch.is_tensor(tok["ids"]) and tok["ids"].tolist() == vocab.ids.tolist()
+    opt = state["optimizer_state_dict"]
+    assert len(opt["state"]) == len(list(trainer.model.parameters()))
+    assert all(int(s["step"]) == 3 for s in opt["state"].values())
+    assert state["step"] == 3
+    assert state["best_valid_loss"] == done.best_valid_loss
+    assert math.isfinite(state["best_valid_loss"]) and state["best_step"] in (0, 2)
+    rng = state["rng"]
+    assert torch.equal(rng["torch"], torch.get_rng_state())
+    assert len(rng["batch_generators"]) == 1
+    assert torch.equal(rng["batch_generators"][0], trainer.batch_gen.get_state())
+    random.setstate(train_mod._as_tuple(rng["python"]))  # a state Python accepts back
+    assert state["tinygpt_version"] == __version__
+    # the book's two keys rebuild the model on their own
+    model = GPT(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model_state_dict"])
+    # the best checkpoint sits beside it, and the checkpoint saved events name real files
+    saved = of(events, CheckpointSaved)
+    assert {e.path for e in saved} == {out, ckpt.related_path(out, "best")}
+    assert ckpt.load(ckpt.related_path(out, "best"))["step"] == state["best_step"]
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+def test_resume_equals_uninterrupted_run(token_cache, tmp_path):
+    """10 steps, then --resume to 20 == 20 steps straight, with dropout so RNG state matters."""
+    model = {"dropout": 0.2}
+    straight = make_trainer(token_cache, tmp_path / "a" / "model.ckpt", max_iters=20,
+                            model=model)
+    full = run_all(straight)
+
+    out = tmp_path / "b" / "model.ckpt"
+    first = run_all(make_trainer(token_cache, out, max_iters=10, model=model))
+    assert of(first, RunDone)[0].steps == 10
+    resumed = make_trainer(token_cache, out, resume=out, max_iters=20, model=model)
+    assert resumed.step == 10
+    second = run_all(resumed)
+
+    def evals(events, from_step=0):
+        return [(e.step, e.train_loss, e.valid_loss, e.best) for e in of(events, EvalDone)
+                if e.step >= from_step]
+
+    assert evals(second) == evals(full, from_step=10)  # steps 10, 15, 19, bit-exact
+    assert [e[0] for e in evals(second)] == [10, 15, 19]
+    assert_same_weights(weights(resumed), weights(straight))
+    a, b = of(full, RunDone)[0], of(second, RunDone)[0]
+    assert (a.steps, a.best_valid_loss, a.best_step, a.final_valid_loss) == \
+           (b.steps, b.best_valid_loss, b.best_step, b.final_valid_loss)
+    # the metrics file gained the resumed records: one eval record per evaluation, none repeated
+    steps = [r["step"] for r in metrics(out) if r["type"] == "eval"]
+    assert steps == [0, 5, 9, 10, 15, 19]
+
+
+def test_resume_from_checkpoints_saved_at_evaluation(token_cache, tmp_path):
+    """A run killed right after an evaluation's save resumes from there as if nothing happened:
+    no evaluation repeated, none lost, the same final weights and losses."""
+    model = {"dropout": 0.2}
+    out = tmp_path / "a" / "model.ckpt"
+    straight = make_trainer(token_cache, out, max_iters=10, model=model)
+    events = []
+    for event in straight.run():
+        events.append(event)
+        if isinstance(event, CheckpointSaved) and event.path == out and event.step in (5, 9):
+            (tmp_path / f"at{event.step}.ckpt").write_bytes(out.read_bytes())
+    straight.close()
+    done = of(events, RunDone)[0]
+
+    for at, evaluated in ((5, [9]), (9, [])):
+        resumed = make_trainer(token_cache, tmp_path / f"b{at}" / "model.ckpt",
+                               resume=tmp_path / f"at{at}.ckpt", max_iters=10, model=model)
+        second = run_all(resumed)
+        assert [e.step for e in of(second, EvalDone)] == evaluated
+        assert_same_weights(weights(resumed), weights(straight))
+        again = of(second, RunDone)[0]
+        assert (again.final_train_loss, again.final_valid_loss, again.best_valid_loss) == \
+               (done.final_train_loss, done.final_valid_loss, done.best_valid_loss)
+
+
+def test_resume_past_max_iters_is_a_usage_error(token_cache, tmp_path):
+    out = tmp_path / "model.ckpt"
+    run_all(make_trainer(token_cache, out, max_iters=3))
+    with pytest.raises(UsageError, match="already done 3 steps"):
+        make_trainer(token_cache, out, resume=out, max_iters=3)
+
+
+# --- bad steps ---------------------------------------------------------------------------------
+
+def nan_forward(monkeypatch, bad_steps: set[int], seen: dict[int, dict]):
+    """Patch Trainer._forward: NaN loss (with a graph, so backward runs) at `bad_steps`, and a
+    snapshot of the weights at the start of every step."""
+    real = Trainer._forward
+
+    def forward(self, x, y):
+        seen[self.step] = weights(self)
+        loss = real(self, x, y)
+        return loss * float("nan") if self.step in bad_steps else loss
+
+    monkeypatch.setattr(Trainer, "_forward", forward)
+
+
+def test_a_nan_loss_is_skipped_with_a_notice(token_cache, tmp_path, monkeypatch):
+    seen: dict[int, dict] = {}
+    nan_forward(monkeypatch, {3}, seen)
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=6, log_interval=1)
+    events = run_all(trainer)
+    notices = [e.message for e in of(events, Notice)]
+    assert len(notices) == 1 and "step 3" in notices[0] and "nan" in notices[0]
+    assert_same_weights(seen[3], seen[4])  # the NaN step changed nothing
+    with pytest.raises(AssertionError):
+        assert_same_weights(seen[2], seen[3])  # while a good step does change the weights
+    assert [e.step for e in of(events, StepDone)] == [0, 1, 2, 4, 5]
+    assert all(math.isfinite(e.loss) for e in of(events, StepDone))
+    state = ckpt.load(tmp_path / "model.ckpt")
+    assert of(events, RunDone)[0].reason == "finished" and state["step"] == 6
+    assert all(int(s["step"]) == 5 for s in state["optimizer_state_dict"]["state"].values())
+    assert ckpt.all_finite(state["model_state_dict"])
+
+
+def test_nan_losses_in_a_row_raise_diverged_and_keep_the_last_good_checkpoint(
+        token_cache, tmp_path, monkeypatch):
+    seen: dict[int, dict] = {}
+    nan_forward(monkeypatch, set(range(5, 100)), seen)
+    out = tmp_path / "model.ckpt"
+    trainer = make_trainer(token_cache, out, max_iters=50, eval_interval=4)
+    events = []
+    with pytest.raises(DivergedError, match="diverged"):
+        for event in trainer.run():
+            events.append(event)
+    trainer.close()
+    assert len(of(events, Notice)) == train_mod.MAX_BAD_STEPS  # steps 5 to 9, then the error
+    assert max(e.step for e in of(events, CheckpointSaved)) == 8
+    state = ckpt.load(out)
+    assert state["step"] == 8
+    assert ckpt.all_finite(state["model_state_dict"])
+    assert_same_weights(state["model_state_dict"], seen[5])  # the last good update's weights
+
+
+# --- schedule, metrics, limits, signals ---------------------------------------------------------
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_warms_up_then_decays_to_min_lr(schedule):
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110,
+                      lr_schedule=schedule)
+    warm = [lr_at(s, cfg) for s in range(11)]
+    assert 0 < warm[0] < 1e-3
+    assert all(a < b for a, b in zip(warm, warm[1:], strict=False))
+    assert lr_at(10, cfg) == pytest.approx(1e-3)  # the end of warmup: the full rate
+    decay = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+    assert lr_at(110, cfg) == pytest.approx(1e-4)  # the end: min_lr
+    assert lr_at(500, cfg) == pytest.approx(1e-4)  # and it stays there
+    assert lr_at(60, cfg) == pytest.approx(5.5e-4)  # halfway, for both shapes
+    quarter = 1e-4 + (0.5 * (1 + math.cos(math.pi / 4)) if schedule == "cosine" else 0.75) * 9e-4
+    assert lr_at(35, cfg) == pytest.approx(quarter)
+
+
+def test_constant_schedule_and_no_warmup_is_the_books_rate():
+    cfg = TrainConfig(learning_rate=3e-4, max_iters=20)
+    assert {lr_at(s, cfg) for s in range(20)} == {3e-4}
+
+
+def test_the_optimizer_uses_the_scheduled_rate(token_cache, tmp_path):
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=8, warmup_iters=3,
+                           lr_schedule="linear", min_lr=1e-5, log_interval=1)
+    events = run_all(trainer)
+    assert [e.lr for e in of(events, StepDone)] == [lr_at(s, trainer.cfg) for s in range(8)]
+    assert trainer.optimizer.param_groups[0]["lr"] == lr_at(7, trainer.cfg)
+
+
+def test_metrics_file_has_one_eval_record_per_evaluation_and_train_records_per_interval(
+        token_cache, tmp_path):
+    out = tmp_path / "model.ckpt"
+    events = run_all(make_trainer(token_cache, out, max_iters=12, eval_interval=4,
+                                  log_interval=3))
+    records = metrics(out)
+    evals = [r for r in records if r["type"] == "eval"]
+    trains = [r for r in records if r["type"] == "train"]
+    assert len(evals) + len(trains) == len(records)
+    assert [r["step"] for r in evals] == [0, 4, 8, 11] == [e.step for e in of(events, EvalDone)]
+    assert [r["valid_loss"] for r in evals] == \
+           [round(e.valid_loss, 6) for e in of(events, EvalDone)]
+    assert [r["step"] for r in trains] == [2, 5, 8, 11]
+    assert all(math.isfinite(r["loss"]) and r["lr"] == 1e-3 for r in trains)
+
+
+def test_max_time_stops_early_and_saves(token_cache, tmp_path):
+    out = tmp_path / "model.ckpt"
+    events = run_all(make_trainer(token_cache, out, max_iters=1_000_000, eval_interval=10_000,
+                                  max_time=0.5))
+    done = of(events, RunDone)[0]
+    assert done.reason == "max_time" and done.signum is None
+    assert 0 < done.steps < 1_000_000
+    assert ckpt.load(out)["step"] == done.steps
+
+
+def test_a_signal_stops_after_the_current_step_and_saves(token_cache, tmp_path):
+    out = tmp_path / "model.ckpt"
+    trainer = make_trainer(token_cache, out, max_iters=1_000, log_interval=1)
+    before = signal.getsignal(signal.SIGINT)
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, StepDone) and event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # handled: the loop finishes step 3, then stops
+    trainer.close()
+    done = of(events, RunDone)[0]
+    assert (done.reason, done.signum, done.steps) == ("interrupted", signal.SIGINT, 4)
+    assert ckpt.load(out)["step"] == 4
+    assert signal.getsignal(signal.SIGINT) == before  # handlers restored
+
+
+def test_stop_signals_second_signal_leaves_at_once():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("the second signal did not interrupt")
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# --- devices and output paths ------------------------------------------------------------------
+
+def test_resolve_device_and_dtype_on_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_usage_error():
+    with pytest.raises(UsageError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_check_writable_refuses_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="cannot write the checkpoint"):
+        check_writable(tmp_path / "file" / "model.ckpt")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(UsageError, match="is a directory"):
+        check_writable(tmp_path / "dir")
+    check_writable(tmp_path / "new" / "model.ckpt")
+    assert (tmp_path / "new").is_dir() and list((tmp_path / "new").iterdir()) == []

@@ -1,0 +1,57 @@
+"""`tinygpt eval`: loss, perplexity and bits per byte of a checkpoint on its corpus or a file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import CacheDir, Checkpoint, Json, funnel
+
+
+@funnel
+def eval_command(
+    checkpoint: Checkpoint = Path("model/model.ckpt"),
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Score this UTF-8 text file (as one split, 'data'), encoded with the "
+        "checkpoint's vocabulary, instead of the corpus the checkpoint was trained on.",
+        show_default=False)] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Score every token once in non-overlapping windows (exact, slower) "
+        "instead of the book's estimate from random batches.")] = False,
+    eval_iters: Annotated[int, typer.Option(
+        "--eval-iters", help="Estimate: random batches per split (the book's 10).")] = 10,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Windows per forward pass (estimate: per batch; --full lowers it "
+        "when a batch's logits would pass 256 MB).")] = 32,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Estimate: seed of the random batches (same seed, same numbers).")] = 1337,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    cache_dir: CacheDir = None,
+    json_out: Json = False,
+) -> None:
+    """Evaluate a checkpoint: loss, perplexity, bits per byte and tokens scored, per split.
+
+    Bits per byte (loss x tokens / (ln 2 x bytes)) compares models across vocabularies and
+    tokenizers. The checkpoint's corpus cache is found (or rebuilt) under --cache-dir, as train
+    made it.
+    """
+    from .. import ui
+    from ..evaluate import evaluate_checkpoint
+    from ..train import resolve_device
+
+    tty = sys.stderr.isatty()
+    result = evaluate_checkpoint(
+        checkpoint, resolve_device(device), data=data, full=full, eval_iters=eval_iters,
+        batch_size=batch_size, seed=seed, cache_dir=cache_dir,
+        tokenize_progress=lambda: ui.byte_progress("Tokenizing", enabled=tty),
+        score_progress=lambda name, total: ui.count_progress(f"Scoring {name}", total,
+                                                              enabled=tty),
+    )
+    if json_out:
+        ui.print_json(result)
+    else:
+        ui.eval_table(result)
