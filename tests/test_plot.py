@@ -257,6 +257,8 @@ def test_without_matplotlib_the_chart_is_drawn_with_a_hint(tiny, monkeypatch, tm
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
     output = tmp_path / "no.png"
     with pytest.raises(plotting.MatplotlibMissing):
+        plotting.require_matplotlib()
+    with pytest.raises(plotting.MatplotlibMissing):
         write_png([ckpt], output)
 
     result = invoke(ckpt, "-o", output)  # a file asked for by name: an error, after the chart
@@ -303,6 +305,9 @@ def test_a_truncated_checkpoint_or_one_without_metrics(tiny, tmp_path: Path):
     (tmp_path / "model.metrics.jsonl").write_bytes(
         ckpt.with_name("model.metrics.jsonl").read_bytes())
     assert_user_error(invoke(cut), 1, "truncated or not a checkpoint")
+    result = invoke(tmp_path / "model.metrics.jsonl", "--terminal")  # the metrics still plot
+    assert result.exit_code == 0, result.output
+    assert "token axis is left out" in result.stderr and "★" in result.stderr
 
     alone = tmp_path / "alone" / "model.ckpt"
     alone.parent.mkdir()

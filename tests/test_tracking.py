@@ -73,7 +73,7 @@ def _items(items) -> dict:
 
 
 def test_wandb_offline_logs_the_losses_at_each_evaluation(events, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     for var, sub in (("WANDB_DIR", ""), ("WANDB_CONFIG_DIR", "config"),
                      ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         (tmp_path / sub).mkdir(exist_ok=True)
@@ -83,6 +83,7 @@ def test_wandb_offline_logs_the_losses_at_each_evaluation(events, tmp_path, monk
     started = of_type(events, "RunStarted")[0]
     config = run_config(started.model_config, started.train_config)
     feed(WandbTracker("tinygpt-test", config, run_name="tiny"), events)
+    wandb.teardown()  # finish() may return before wandb-core flushes the offline run's file
 
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     records = wandb_records(run_file)
@@ -108,6 +109,31 @@ def test_wandb_offline_logs_the_losses_at_each_evaluation(events, tmp_path, monk
     assert {k: config_logged[k] for k in config} == config  # model + train config, flat
     assert config_logged["d_model"] == 16 and config_logged["batch_size"] == 2
     assert config_logged["tokens_per_step"] == 32  # added from RunStarted
+    (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 0
+
+
+def test_a_wandb_run_that_ends_without_run_done_is_marked_failed(events, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    calls = []
+
+    class FakeRun:
+        config, summary = None, None
+
+        def log(self, data, step):
+            calls.append(("log", step, sorted(data)))
+
+        def finish(self, exit_code=None):
+            calls.append(("finish", exit_code))
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun())
+    tracker = WandbTracker("p", {}, "name")
+    for event in of_type(events, "EvalDone")[:2]:  # then, say, the run diverged
+        tracker.handle(event)
+    tracker.close()
+    tracker.close()
+    keys = ["lr", "tokens_per_sec", "train_loss", "valid_loss"]
+    assert calls == [("log", 0, keys), ("log", 2, keys), ("finish", 1)]
 
 
 def test_wandb_missing_is_a_usage_error_that_says_what_to_install(monkeypatch):

@@ -93,6 +93,14 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files a killed save left beside `path` (and its best copy)."""
+    path = Path(path)
+    for name in (path.name, related_path(path, "best").name):
+        for stale in path.parent.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a tinygpt checkpoint safely, turning every way it can be wrong into one clear error."""
     path = Path(path)

@@ -218,14 +218,26 @@ def load_run(path: Path) -> Run:
                            "beside its checkpoint; plot a run that still has it")
     else:
         checkpoint, metrics_path = _checkpoint_for(path), path
+    metrics = read_metrics(metrics_path)  # before the checkpoint: cheap, and what must work
+    if not metrics.evals and not metrics.train:
+        detail = f" ({metrics.skipped} unreadable line(s))" if metrics.skipped else \
+            " (the file is empty)"
+        raise RunError(f"{metrics_path} holds no loss records{detail}",
+                       hint="a run writes its first record after its first evaluation")
     per_step = None
     if checkpoint is not None and checkpoint.exists():
-        per_step = tokens_per_step(ckpt.load(checkpoint))
+        try:
+            per_step = tokens_per_step(ckpt.load(checkpoint))
+        except TinyGPTError as exc:
+            if kind == "checkpoint":  # the run named by a checkpoint that does not load
+                raise
+            # the metrics were named: they still plot, only the token axis is lost
+            notes.append(f"{exc.message}: the token axis is left out")
+            checkpoint = None
     else:
         checkpoint = None
         notes.append(f"{metrics_path.name}: no checkpoint beside it, so tokens per step are "
                      "unknown and the token axis is left out")
-    metrics = read_metrics(metrics_path)
     run = Run(_run_name(checkpoint or metrics_path), metrics_path, metrics, checkpoint, per_step,
               notes)
     if metrics.skipped:
@@ -234,11 +246,6 @@ def load_run(path: Path) -> Run:
         run.notes.append(f"{metrics_path.name}: the run went back to step "
                          f"{', '.join(map(str, metrics.restarts))} (resumed from an earlier "
                          "checkpoint); the later records replace the earlier ones")
-    if not metrics.evals and not metrics.train:
-        detail = f" ({metrics.skipped} unreadable line(s))" if metrics.skipped else \
-            " (the file is empty)"
-        raise RunError(f"{metrics_path} holds no loss records{detail}",
-                       hint="a run writes its first record after its first evaluation")
     return run
 
 
@@ -288,6 +295,11 @@ def _matplotlib():
     except ImportError:
         raise MatplotlibMissing() from None
     return Figure, FigureCanvasAgg, EngFormatter
+
+
+def require_matplotlib() -> None:
+    """Raise MatplotlibMissing now (say, before a training run that ends with a plot)."""
+    _matplotlib()
 
 
 def _xy(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
@@ -360,7 +372,7 @@ def write_png(runs: Sequence[Run | Path | str], output: Path) -> Path:
     without matplotlib, RunError/CheckpointError for a run that cannot be read.
     """
     output = Path(output)
-    _matplotlib()  # the clear error before any work
+    require_matplotlib()  # the clear error before any work
     fig = figure(_distinct_names([r if isinstance(r, Run) else load_run(Path(r)) for r in runs]))
     fmt = output.suffix.lstrip(".").lower() or "png"
     if fmt not in fig.canvas.get_supported_filetypes():

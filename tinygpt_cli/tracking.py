@@ -51,6 +51,7 @@ class WandbTracker(_Subscriber):
         except ImportError:
             raise TrackerUnavailable(
                 "--wandb needs the wandb package: pip install 'tinygpt[wandb]'") from None
+        self.finished = False  # a run that never reached RunDone shows as failed in W&B
         try:
             self.run = wandb.init(project=project, config=config, name=run_name)
         except wandb.errors.Error as exc:  # not logged in, no network, a bad project name
@@ -76,10 +77,11 @@ class WandbTracker(_Subscriber):
             "checkpoint": str(e.checkpoint), "steps": e.steps, "stop_reason": e.reason,
             "best_valid_loss": e.best_valid_loss, "best_step": e.best_step,
             "final_train_loss": e.final_train_loss, "final_valid_loss": e.final_valid_loss})
+        self.finished = True
 
     def close(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=0 if self.finished else 1)
             self.run = None
 
 

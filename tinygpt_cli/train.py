@@ -88,6 +88,15 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """A short continuation of the sample prompt, so people watch the model learn."""
+
+    step: int
+    prompt: str
+    text: str
+
+
+@dataclass(frozen=True)
 class RunDone:
     reason: str  # "finished", "interrupted" (see signum) or "max_time"
     steps: int
@@ -102,7 +111,7 @@ class RunDone:
     signum: int | None = None
 
 
-Event = RunStarted | StepDone | EvalDone | CheckpointSaved | Notice | RunDone
+Event = RunStarted | StepDone | EvalDone | CheckpointSaved | Notice | Sample | RunDone
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -281,6 +290,9 @@ class TrainRequest:
     out: Path = Path("model/model.ckpt")
     resume: Path | None = None
     compile_mode: str = "default"
+    sample_every: int = 0  # steps between samples shown while training; 0 = never
+    sample_prompt: str = "\n"
+    sample_tokens: int = 48
 
 
 class Trainer:
@@ -296,6 +308,7 @@ class Trainer:
         self.out = Path(request.out)
         if self.dist.main:
             check_writable(self.out)
+            ckpt.remove_stale_temporaries(self.out)
         self.notices: list[str] = []
         self.dist.init(self.device)
 
@@ -514,8 +527,14 @@ class Trainer:
 
     def save(self, path: Path, state: dict | None = None) -> None:
         state = state if state is not None else self.state()  # every rank joins the gather
-        if self.dist.main:
-            ckpt.save(state, path)
+        if not self.dist.main:
+            return
+        if not ckpt.all_finite(state["model_state_dict"]):
+            raise DivergedError(
+                f"training diverged at step {self.step}: the weights are no longer finite; the "
+                f"last good checkpoint is {path}", hint="lower --learning-rate, set --grad-clip "
+                "1.0, or use --dtype float32")
+        ckpt.save(state, path)
 
     def run(self) -> Iterator[Event]:
         """The book's loop, as a stream of events. Saves at each evaluation and at the end."""
@@ -529,7 +548,8 @@ class Trainer:
                          dict(self.cache.meta["source"]), self.out, self.request.resume)
         yield from self._drain_notices()
         metrics = MetricsWriter(ckpt.related_path(self.out, "metrics"),
-                                append=self.request.resume is not None, enabled=self.dist.main)
+                                resume_step=self.step if self.request.resume else None,
+                                evaluated_step=self.evaluated_step, enabled=self.dist.main)
         started = time.perf_counter()
         train_time, train_tokens = 0.0, 0
         window_losses: list[float] = []
@@ -581,6 +601,11 @@ class Trainer:
                     metrics.write({"type": "train", **_record(event)})
                     window_losses.clear()
                     yield event
+                every = self.request.sample_every
+                if every and self.dist.main and self.step % every == 0:
+                    sample = self.sample(self.step)
+                    metrics.write({"type": "sample", "step": self.step, "text": sample.text})
+                    yield sample
                 if stop_flag > 0:
                     signum = stop.signum
                     reason = "interrupted" if signum is not None else "max_time"
@@ -614,6 +639,17 @@ class Trainer:
         self.save(self.out, state)
         yield CheckpointSaved(self.out, step, False)
 
+    def sample(self, step: int) -> Sample:
+        """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""
+        from .sampling import generate_ids
+
+        vocab = self.cache.vocab
+        prompt = self.request.sample_prompt or "\n"
+        generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        ids = generate_ids(self.model, vocab.encode(prompt), self.request.sample_tokens,
+                           temperature=0.8, top_k=None, top_p=0.95, generator=generator)
+        return Sample(step, prompt, vocab.decode(ids))
+
     def _out_of_time(self, started: float) -> bool:
         return self.cfg.max_time > 0 and time.perf_counter() - started > self.cfg.max_time
 
@@ -636,15 +672,38 @@ def _record(event: StepDone | EvalDone) -> dict:
 
 
 class MetricsWriter:
-    """JSON lines beside the checkpoint: one record per evaluation and per log interval."""
+    """JSON lines beside the checkpoint: one record per evaluation and per log interval.
 
-    def __init__(self, path: Path, append: bool, enabled: bool = True) -> None:
-        self.path, self.append, self.enabled = path, append, enabled
+    A resumed run keeps the records up to its checkpoint and drops any written after it (by a run
+    that went on and was then killed), so the file never holds a step twice.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None,
+                 evaluated_step: int | None = None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.resume_step, self.evaluated_step = resume_step, evaluated_step
         self._file = None
+
+    def _kept_lines(self) -> list[str]:
+        if self.resume_step is None or not self.path.exists():
+            return []
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                step = int(record["step"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut off by a crash
+            if step < self.resume_step or (step == self.evaluated_step
+                                           and record.get("type") == "eval"):
+                kept.append(line + "\n")
+        return kept
 
     def __enter__(self) -> MetricsWriter:
         if self.enabled:
-            self._file = open(self.path, "a" if self.append else "w", encoding="utf-8")
+            kept = self._kept_lines()
+            self._file = open(self.path, "w", encoding="utf-8")
+            self._file.writelines(kept)
         return self
 
     def write(self, record: dict) -> None:

@@ -129,6 +129,10 @@ def _rate(tokens_per_sec: float) -> str:
     return f"{tokens_per_sec / 1000:,.1f}k" if tokens_per_sec >= 1000 else f"{tokens_per_sec:,.0f}"
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r", "").replace("\n", " ⏎ ")
+
+
 def _loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -170,7 +174,7 @@ class TrainReporter:
         warn(e.message)
 
     def on_Sample(self, e) -> None:  # noqa: N802
-        info(f"sample at step {e.step}: {e.text}")
+        info(f"sample at step {e.step}: {_one_line(e.text)}")
 
     def on_RunDone(self, e) -> None:  # noqa: N802
         train_summary(e)
@@ -232,7 +236,7 @@ class LiveTrainDisplay(TrainReporter):
         self.progress.update(self.task, completed=e.step)
 
     def on_Sample(self, e) -> None:  # noqa: N802
-        self.sample = f"[dim]sample at step {e.step}:[/] {escape(e.text)}"
+        self.sample = f"[dim]sample at step {e.step}:[/] {escape(_one_line(e.text))}"
 
     def on_RunDone(self, e) -> None:  # noqa: N802
         self.progress.update(self.task, completed=e.steps)
@@ -278,7 +282,9 @@ def eval_table(r: dict) -> None:
         how = (f"estimate: {r['eval_iters']} random batches of {r['batch_size']} x "
                f"{r['context_length']} tokens, seed {r['seed']}")
     step = f" at step {r['step']}" if r.get("step") is not None else ""
-    table = Table(title=f"{escape(r['checkpoint'])}{step} ({how})", title_justify="left")
+    # the title on a line of its own: a table title would wrap to the width of the table
+    err.print(f"[bold]{escape(r['checkpoint'])}[/]{step} ({how})", soft_wrap=True)
+    table = Table()
     table.add_column("split")
     for name in ("loss", "perplexity", "bits/byte", "tokens scored"):
         table.add_column(name, justify="right")

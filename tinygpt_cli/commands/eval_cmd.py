@@ -24,12 +24,16 @@ def eval_command(
     eval_iters: Annotated[int, typer.Option(
         "--eval-iters", help="Estimate: random batches per split (the book's 10).")] = 10,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Windows per forward pass (estimate: per batch; --full lowers it "
-        "when a batch's logits would pass 256 MB).")] = 32,
+        "--batch-size", help="Windows per batch (the estimate's batch; --full's windows per "
+        "forward pass). A batch whose logits would pass 256 MB runs in pieces: same numbers.")
+    ] = 32,
     seed: Annotated[int, typer.Option(
         "--seed", help="Estimate: seed of the random batches (same seed, same numbers).")] = 1337,
     device: Annotated[str, typer.Option(
         "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for torch. Default: torch's (one per core); 1 is "
+        "faster on a machine busy with other work.", show_default=False)] = None,
     cache_dir: CacheDir = None,
     json_out: Json = False,
 ) -> None:
@@ -43,9 +47,14 @@ def eval_command(
     from ..evaluate import evaluate_checkpoint
     from ..train import resolve_device
 
+    dev = resolve_device(device)
+    if threads is not None and dev.type == "cpu":
+        import torch
+
+        torch.set_num_threads(threads)
     tty = sys.stderr.isatty()
     result = evaluate_checkpoint(
-        checkpoint, resolve_device(device), data=data, full=full, eval_iters=eval_iters,
+        checkpoint, dev, data=data, full=full, eval_iters=eval_iters,
         batch_size=batch_size, seed=seed, cache_dir=cache_dir,
         tokenize_progress=lambda: ui.byte_progress("Tokenizing", enabled=tty),
         score_progress=lambda name, total: ui.count_progress(f"Scoring {name}", total,

@@ -221,6 +221,9 @@ def generate_command(
         "repeatable.", show_default=False)] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    threads: Annotated[int, typer.Option(
+        "--threads", min=1, help="CPU threads for torch. One token at a time gains nothing from "
+        "more on a small model, and on a busy machine extra threads spin (10x slower).")] = 1,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the whole window for every token instead of using the KV "
         "cache (slower; for comparison).")] = False,
@@ -233,6 +236,8 @@ def generate_command(
     Each sample is printed as the book's inference does: the prompt, then its continuation.
     Tokens generated and tokens/s go to stderr.
     """
+    import torch
+
     from .. import ui
     from ..checkpoint import load_model
     from ..config import SampleConfig
@@ -247,6 +252,8 @@ def generate_command(
                           top_p=top_p, num_samples=num_samples, seed=seed, stop=stops)
     text = read_prompt(prompt, prompt_file)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
     model, vocab, _ = load_model(checkpoint, dev)
     check_vocabulary_fits(model, vocab, checkpoint)
     encoded = encode_prompt(vocab, text, model.config.context_length)

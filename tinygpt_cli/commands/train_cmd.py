@@ -18,6 +18,7 @@ MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropou
 BOOK = "Model and loop (the book's defaults)"
 MORE = "Beyond the book (off or neutral by default)"
 RUN = "Data, output and resume"
+WATCH = "Watching the run"
 
 
 def _opt(default: str, help: str, panel: str = BOOK, **kwargs) -> typer.models.OptionInfo:
@@ -85,8 +86,26 @@ def train(
                                       "NAME.metrics.jsonl).", rich_help_panel=RUN)
     ] = Path("model/model.ckpt"),
     resume: Annotated[Path | None, typer.Option(
-        help="Continue a run from its checkpoint up to --max-iters.", rich_help_panel=RUN,
+        help="Continue a run from its checkpoint up to --max-iters, with its model and training "
+        "settings unless given again.", rich_help_panel=RUN,
         show_default=False)] = None,
+    sample_every: Annotated[int, typer.Option(
+        min=0, help="Every N steps, show a short sample under the live table (and in the "
+        "metrics file). 0: never.", rich_help_panel=WATCH)] = 0,
+    sample_prompt: Annotated[str, typer.Option(
+        help="Prompt for --sample-every (default: a new line, i.e. a fresh title).",
+        rich_help_panel=WATCH, show_default=False)] = "\n",
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Write the loss plot (NAME.png beside the checkpoint) at the end; needs "
+        "matplotlib (the plot extra).", rich_help_panel=WATCH)] = False,
+    wandb: Annotated[bool, typer.Option(
+        "--wandb", help="Log the run to Weights & Biases, as the book does (the wandb extra; "
+        "WANDB_MODE=offline logs locally).", rich_help_panel=WATCH)] = False,
+    wandb_project: Annotated[str, typer.Option(
+        help="W&B project name.", rich_help_panel=WATCH)] = "tinygpt",
+    tensorboard: Annotated[Path | None, typer.Option(
+        help="Write TensorBoard scalars to this folder (the tensorboard extra).",
+        rich_help_panel=WATCH, show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="A TOML file whose keys set these options (d_model = 128, ...); the "
         "command line wins.", rich_help_panel=RUN, show_default=False)] = None,
@@ -130,27 +149,59 @@ def _run(cli_values: dict) -> None:
         out=cli_values["out"],
         resume=cli_values.get("resume"),
         compile_mode=cli_values["compile_mode"],
+        sample_every=cli_values["sample_every"],
+        sample_prompt=cli_values["sample_prompt"],
     )
     talk = is_rank_zero()
+    if talk and cli_values["plot"]:
+        from ..plotting import require_matplotlib
+
+        require_matplotlib()  # say so now, not after the run
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
         trainer = Trainer(request, tokenize_progress=progress)
     reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
         else ui.TrainReporter
     done = None
+    subscribers: list = []
     try:
+        if talk:
+            subscribers = _trackers(cli_values, trainer)
         with (reporter_cls() if talk else ui.TrainReporter()) as reporter:
             for event in trainer.run():
                 if talk:
                     reporter.handle(event)
+                    for subscriber in subscribers:
+                        subscriber.handle(event)
                 done = event
     finally:
+        for subscriber in subscribers:
+            subscriber.close()
         trainer.close()
+    if talk and cli_values["plot"] and done is not None:
+        from ..checkpoint import related_path
+        from ..plotting import write_png
+
+        ui.info(f"Loss plot: {write_png([request.out], related_path(request.out, 'plot'))}")
     if done is not None and getattr(done, "reason", None) == "interrupted":
         name = signal.Signals(done.signum).name if done.signum else "a signal"
         if talk:
             ui.info(f"Stopped by {name} after step {done.steps}; saved {done.checkpoint}.")
             ui.info(f"Resume with: {_resume_command(done.checkpoint)}")
         raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
+
+
+def _trackers(cli_values: dict, trainer) -> list:
+    """The experiment trackers asked for, fed the same events as the display."""
+    from ..tracking import TensorBoardTracker, WandbTracker, run_config
+
+    trackers = []
+    if cli_values["wandb"]:
+        trackers.append(WandbTracker(cli_values["wandb_project"],
+                                     run_config(trainer.model_config, trainer.cfg),
+                                     run_name=Path(cli_values["out"]).parent.name or None))
+    if cli_values.get("tensorboard") is not None:
+        trackers.append(TensorBoardTracker(cli_values["tensorboard"]))
+    return trackers
 
 
 def _resume_command(checkpoint: Path) -> str:
