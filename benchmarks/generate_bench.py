@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
           f"context {m['context_length']}, vocab {m['vocab_size']} ({m['params']:,} params, "
           f"{m['weights']} weights); torch {results['torch']}, {args.threads} thread(s), "
           f"load average {results['load_average']}")
-    print(f"{'prompt':>6}  {'new tokens':>10}  {'slides':>6}  {'cache tok/s':>11}  {'no cache tok/s':>14}  "
-          f"{'speedup':>7}")
+    print(f"{'prompt':>6}  {'new tokens':>10}  {'slides':>6}  {'cache tok/s':>11}  "
+          f"{'no cache tok/s':>14}  {'speedup':>7}")
     for r in rows:
-        print(f"{r['prompt_tokens']:>6}  {r['new_tokens']:>10}  {'yes' if r['slides'] else 'no':>6}  "
+        slides = "yes" if r["slides"] else "no"
+        print(f"{r['prompt_tokens']:>6}  {r['new_tokens']:>10}  {slides:>6}  "
               f"{r['cache_tokens_per_sec']:>11,.1f}  {r['no_cache_tokens_per_sec']:>14,.1f}  "
               f"{r['speedup']:>6.2f}x")
     if "eval_full" in results:

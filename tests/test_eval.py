@@ -228,6 +228,11 @@ def test_short_data_needs_full(tiny, tmp_path: Path):
         evaluate_checkpoint(tiny.checkpoint, data=tmp_path / "missing.txt")
     assert_user_error(invoke("eval", "-c", tiny.checkpoint, "--data", tmp_path / "missing.txt"),
                       1, "no such file")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café au lait, crème brûlée".encode("latin-1"))
+    result = invoke("eval", "-c", tiny.checkpoint, "--data", latin1)
+    assert_user_error(result, 1, "not UTF-8", "offset 3")
+    assert "--errors" not in result.stderr  # no hint at an option eval does not have
 
 
 # -- data that does not belong to the checkpoint --------------------------------------------------

@@ -286,6 +286,8 @@ def _bad_checkpoint(kind: str, tiny: SimpleNamespace, tmp_path: Path) -> Path:
         path.write_bytes(good[: len(good) // 2])
     elif kind == "random":
         path.write_bytes(random.Random(0).randbytes(4096))
+    elif kind == "random-pickle-opcodes":  # starts with bytes the legacy unpickler runs
+        path.write_bytes(random.Random(2).randbytes(4096))
     elif kind == "foreign":
         torch.save({"weight": torch.zeros(3)}, path)  # a torch file, not a tinygpt checkpoint
     elif kind == "not-a-dict":
@@ -314,6 +316,12 @@ BAD = {"missing": "no such checkpoint", "truncated": "truncated or not a checkpo
 def test_bad_checkpoints_are_one_clear_line(tiny, tmp_path, command, kind):
     path = _bad_checkpoint(kind, tiny, tmp_path)
     assert_user_error(invoke(command, "-c", path, "--device", "cpu"), 1, BAD[kind])
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_random_bytes_the_unpickler_chokes_on(tiny, tmp_path, command):
+    path = _bad_checkpoint("random-pickle-opcodes", tiny, tmp_path)
+    assert_user_error(invoke(command, "-c", path, "--device", "cpu"), 1, "not a")
 
 
 class _Payload:

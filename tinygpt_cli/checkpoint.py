@@ -124,6 +124,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} is truncated or not a checkpoint ({_first_line(exc)})",
                               hint="use the .best.ckpt beside it, or train again") from None
+    except Exception as exc:  # the unpickler trips over random bytes in many ways
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (unreadable: "
+                              f"{type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a tinygpt checkpoint (it holds a "
                               f"{type(state).__name__}, not a dict)")
@@ -159,6 +162,9 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
     if not all_finite(weights):
         raise CheckpointError(f"{path} has non-finite weights (NaN or inf): training diverged "
                               "before it was saved", hint="use the .best.ckpt beside it")
+    if vocab.size != config.vocab_size:
+        raise CheckpointError(f"{path} does not hold together: its vocabulary has {vocab.size} "
+                              f"tokens but its model expects {config.vocab_size}")
     model = GPT(config)
     try:
         model.load_state_dict(weights)

@@ -171,7 +171,6 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     model, vocab, state = ckpt.load_model(checkpoint, device)
-    check_vocabulary_fits(model, vocab, checkpoint)
     if data is not None:
         source, cache_path = Path(data), None
         splits = {"data": encode_file(source, vocab)}
@@ -230,15 +229,6 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         "splits": results,
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def check_vocabulary_fits(model: torch.nn.Module, vocab, checkpoint: Path) -> None:
-    """A vocabulary of another size than the model's would index out of range: say so first."""
-    from .errors import CheckpointError
-
-    if vocab.size != model.config.vocab_size:
-        raise CheckpointError(f"{checkpoint} does not hold together: its vocabulary has "
-                              f"{vocab.size} tokens, its model {model.config.vocab_size}")
 
 
 def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | None,
@@ -303,10 +293,13 @@ def encode_file(path: Path, vocab) -> Split:
         raise DataError(f"--data {path}: " + ("is a directory" if path.is_dir()
                                               else "no such file"))
     pieces, nbytes = [], 0
-    # chunks end where tiktoken never joins tokens, so this equals encoding the whole text
-    for text, consumed in iter_text_chunks(path, "strict"):
-        pieces.append(np.asarray(vocab.encode(text), dtype=np.int64))
-        nbytes += consumed
+    try:
+        # chunks end where tiktoken never joins tokens, so this equals encoding the whole text
+        for text, consumed in iter_text_chunks(path, "strict"):
+            pieces.append(np.asarray(vocab.encode(text), dtype=np.int64))
+            nbytes += consumed
+    except DataError as exc:  # its hint names tokenize's --errors, which eval does not have
+        raise DataError(f"--data {exc.message}", hint="convert it to UTF-8 text") from None
     ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     if len(ids) < 2:
         raise DataError(f"--data {path} has {len(ids)} token(s); scoring needs at least 2")

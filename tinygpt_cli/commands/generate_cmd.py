@@ -242,7 +242,6 @@ def generate_command(
     from ..checkpoint import load_model
     from ..config import SampleConfig
     from ..errors import UsageError
-    from ..evaluate import check_vocabulary_fits
     from ..train import resolve_device
 
     stops = tuple(stop or ())
@@ -255,7 +254,6 @@ def generate_command(
     if dev.type == "cpu":
         torch.set_num_threads(threads)
     model, vocab, _ = load_model(checkpoint, dev)
-    check_vocabulary_fits(model, vocab, checkpoint)
     encoded = encode_prompt(vocab, text, model.config.context_length)
     if encoded.cropped:
         ui.warn(f"the prompt has {len(encoded.ids) + encoded.cropped} tokens, more than the "
@@ -280,18 +278,35 @@ def generate_command(
         ui.stream(text)  # each sample is the prompt and its continuation, as the book prints it
 
     samples: list[Sample] = []
-    begin(0)
-    for event in stream_samples(model, vocab, encoded, config, device=dev, use_cache=use_cache):
-        if isinstance(event, TextChunk):
-            ui.stream(event.text)
-            continue
-        samples.append(event)
-        if not (text + event.text).endswith("\n"):
-            ui.stream("\n")
-        if event.index + 1 < num_samples:
-            begin(event.index + 1)
+    try:
+        begin(0)
+        for event in stream_samples(model, vocab, encoded, config, device=dev,
+                                    use_cache=use_cache):
+            if isinstance(event, TextChunk):
+                ui.stream(event.text)
+                continue
+            samples.append(event)
+            if not (text + event.text).endswith("\n"):
+                ui.stream("\n")
+            if event.index + 1 < num_samples:
+                begin(event.index + 1)
+    except BrokenPipeError:
+        _stdout_gone()
+        raise typer.Exit(141) from None  # what a shell reports for a reader that left (SIGPIPE)
     ui.generate_summary(sum(s.tokens for s in samples), sum(s.seconds for s in samples),
                         len(samples), use_cache)
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout left (`tinygpt generate | head -3`): stop quietly. Point stdout at
+    /dev/null so the interpreter's final flush does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test runner)
+        pass
 
 
 def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[Sample],
