@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from tinygpt_cli.checkpoint import load_model
 from tinygpt_cli.cli import app
-from tinygpt_cli.commands.generate_cmd import (
+from tinygpt_cli.config import SampleConfig
+from tinygpt_cli.errors import UsageError
+from tinygpt_cli.generation import (
     DEFAULT_PROMPT,
     Sample,
     StopFilter,
@@ -27,8 +29,6 @@ from tinygpt_cli.commands.generate_cmd import (
     read_prompt,
     stream_samples,
 )
-from tinygpt_cli.config import SampleConfig
-from tinygpt_cli.errors import UsageError
 from tinygpt_cli.tokenizer import COMPACT, Vocabulary, get_encoding
 
 T = 16  # the tiny model's context length

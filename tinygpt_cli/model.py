@@ -71,12 +71,15 @@ class KVCache:
     def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_length: int,
                  head_size: int, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        shape = (batch_size, num_heads, max_length, head_size)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        shape = (2, batch_size, num_heads, max_length, head_size)
+        # keys and values of a layer share one tensor, so one copy stores both for a new token
+        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.k = [kv[0] for kv in self.kv]  # views: (B, H, max_length, hs) each
+        self.v = [kv[1] for kv in self.kv]
         self.batch_size = batch_size
         self.max_length = max_length
         self.length = 0
+        self.decode_params: list | None = None  # filled by GPT._decode_one on first use
 
     def reset(self) -> None:
         """Forget every cached token; entries past `length` are never read, so nothing is zeroed."""
@@ -88,8 +91,9 @@ class KVCache:
         end = self.length + k.size(2)
         assert k.size(0) == self.batch_size, f"cache batch {self.batch_size}, chunk {k.size(0)}"
         assert end <= self.max_length, f"cache holds {self.max_length} tokens, asked for {end}"
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
+        # a cache serves inference: what it stores carries no gradient
+        self.k[layer][:, :, self.length:end] = k.detach()
+        self.v[layer][:, :, self.length:end] = v.detach()
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H, end, hs)
 
     def advance(self, num_tokens: int) -> None:
@@ -223,6 +227,9 @@ class GPT(nn.Module):
         start = 0 if kv_cache is None else kv_cache.length
         assert start + T <= self.config.context_length, (
             f"{start} cached + {T} new tokens exceed context_length {self.config.context_length}")
+        if kv_cache is not None and B == 1 and T == 1 and start > 0 and not self.training \
+                and targets is None:
+            return self._decode_one(idx, kv_cache), None
 
         x = self.token_embedding(idx) + self.pos_encoding[start:start + T]  # (B, T, C)
         x = self.dropout(x)
@@ -234,8 +241,42 @@ class GPT(nn.Module):
 
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return logits, loss
+
+    def _decode_one(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`forward` for one new token of one sequence after a cached prefix, on plain vectors.
+
+        The same arithmetic as the modules above (tests hold the two to 1e-5). At one token a
+        step is all per-call overhead, and matrix-vector calls without modules or reshapes make
+        about half as many calls: that is what makes the KV cache pay on a small model. The
+        weights are looked up once per cache (attribute access on modules is slow Python).
+        """
+        if cache.decode_params is None:
+            cache.decode_params = [
+                (b.ln1.weight, b.ln1.bias, b.attn.qkv.weight, b.attn.proj.weight,
+                 b.attn.proj.bias, b.ln2.weight, b.ln2.bias, b.ffwd.fc.weight, b.ffwd.fc.bias,
+                 b.ffwd.proj.weight, b.ffwd.proj.bias) for b in self.blocks]
+        C, H, eps = self.config.d_model, self.config.num_heads, self.ln_f.eps
+        hs, pos = C // H, cache.length
+        x = self.token_embedding.weight[idx[0, 0]] + self.pos_encoding[pos]  # (C,)
+        scores = x.new_empty(H, pos + 1, 1)  # baddbmm's ignored input (beta=0)
+        for i, (ln1_w, ln1_b, qkv_w, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b) \
+                in enumerate(cache.decode_params):
+            h = F.layer_norm(x, (C,), ln1_w, ln1_b, eps)
+            qkv = torch.mv(qkv_w, h).view(3, H, hs)  # q, k, v: (H, hs) each
+            kv = cache.kv[i]  # (2, 1, H, max_length, hs)
+            kv[:, 0, :, pos] = qkv[1:]  # this token's key and value
+            keys, values = kv[0, 0, :, :pos + 1], kv[1, 0, :, :pos + 1]  # (H, L, hs)
+            att = torch.baddbmm(scores, keys, qkv[0].unsqueeze(-1), beta=0.0,
+                                alpha=1.0 / math.sqrt(hs))  # (H, L, 1)
+            y = torch.bmm(att.softmax(dim=1).transpose(1, 2), values).view(C)  # (C,)
+            x = x + torch.addmv(proj_b, proj_w, y)
+            h = torch.addmv(fc_b, fc_w, F.layer_norm(x, (C,), ln2_w, ln2_b, eps)).relu_()
+            x = x + torch.addmv(out_b, out_w, h)  # (C,)
+        cache.advance(1)
+        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, eps)
+        return torch.addmv(self.lm_head.bias, self.lm_head.weight, x).view(1, 1, -1)  # (1, 1, V)
 
     def new_cache(self, batch_size: int) -> KVCache:
         """An empty KV cache for `batch_size` sequences, on the model's device and dtype."""

@@ -49,8 +49,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
 
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    # inverse-CDF sampling: one uniform per row (torch.multinomial draws one per token, and at
+    # one token a step that was the most expensive op of sampling); a token of probability 0,
+    # filtered out above, has a flat step in the CDF and is never chosen
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, V)
+    u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # (B, 1)
+    return choice.clamp_(max=cdf.size(-1) - 1).squeeze(-1)  # (B,)
 
 
 @torch.inference_mode()
