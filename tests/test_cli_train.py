@@ -342,3 +342,42 @@ def check_signal(sig: signal.Signals, proc: subprocess.Popen, out: Path, args: l
         result = CliRunner().invoke(app, [*command[1:], "--max-iters", str(steps + 2)])
         assert result.exit_code == 0, result.output
         assert ckpt.load(out)["step"] == steps + 2
+
+
+# --- settings that travel with a resumed run, and options checked before any work --------------
+
+def test_resume_without_data_continues_on_the_checkpoints_corpus(corpus, tmp_path):
+    out = tmp_path / "run" / "model.ckpt"
+    train(corpus, out, "--max-iters", "4", "--eval-interval", "2", "--val-fraction", "0.2")
+    first = torch.load(out, weights_only=True)
+    assert first["data"]["settings"]["val_fraction"] == 0.2
+    # no --data, no --val-fraction: both come from the checkpoint, not the bundled corpus
+    result = invoke(*TINY, "--out", out, "--max-iters", "6", "--eval-interval", "2",
+                    "--resume", out)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out, weights_only=True)
+    assert state["step"] == 6
+    assert state["data"]["sha256"] == first["data"]["sha256"]
+    assert state["data"]["settings"]["val_fraction"] == 0.2
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--device", "gpu"], "--device must be one of"),
+    (["--device", "cuda:x"], "is not a device"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    (["--compile", "--compile-mode", "fastest"], "--compile-mode must be one of"),
+    (["--errors", "ignore"], "--errors must be 'strict' or 'replace'"),
+    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+])
+def test_more_bad_options_are_usage_errors(corpus, tmp_path, args, fragment):
+    out = tmp_path / "run" / "model.ckpt"
+    result = invoke("--data", corpus, *TINY[2:], "--out", out, *args)
+    assert_user_error(result, 2, fragment)
+    assert not out.exists() and not out.with_name("model.metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_eval_and_generate_refuse_an_unknown_device(tmp_path, command):
+    result = CliRunner().invoke(app, [command, "-c", str(tmp_path / "none.ckpt"), "--device",
+                                      "gpu"])
+    assert_user_error(result, 2, "--device 'gpu' is not a device")

@@ -7,7 +7,6 @@ refused and never executed. The book's two keys (`model_state_dict`, `h_params`)
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import tempfile
@@ -55,13 +54,13 @@ def all_finite(state_dict: dict) -> bool:
                if torch.is_tensor(t) and t.is_floating_point())
 
 
-def save(state: dict, path: Path) -> None:
+def save(state: dict, path: Path, check_finite: bool = True) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then `os.replace`.
 
     A crash (or SIGKILL) at any point leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
-    if not all_finite(state["model_state_dict"]):
+    if check_finite and not all_finite(state["model_state_dict"]):
         raise CheckpointError(f"refusing to write {path}: the model has non-finite weights")
     state = {**state, "format_version": FORMAT_VERSION, "tinygpt_version": __version__}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,14 +173,15 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), vocab, state
 
 
-def saved_train_config(path: Path) -> dict:
-    """The training settings a checkpoint was written with; {} when it cannot be read (`load`
-    reports why, later). Memory-mapped, so the weights are not read twice."""
+def saved_run(path: Path) -> dict:
+    """The training settings (`train_config`) and data (`data`) a checkpoint was written with;
+    {} when it cannot be read (`load` reports why, later). Memory-mapped, so the weights are not
+    read twice."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return dict(state["train_config"])
+        return {"train_config": dict(state["train_config"]), "data": dict(state.get("data", {}))}
     except Exception:  # any unreadable or foreign file: the Trainer's load names the problem
         return {}
 
@@ -206,6 +206,3 @@ def differences(state: dict, *, model_config: ModelConfig, vocab: Vocabulary,
                      f"{str(data.get('sha256'))[:12]}), run uses sha256 {data_sha256[:12]}")
     return found
 
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

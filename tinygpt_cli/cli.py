@@ -56,6 +56,11 @@ def main() -> None:
         code = app(prog_name="tinygpt", standalone_mode=False)
     except typer.Abort:
         sys.exit(130)
+    except BrokenPipeError:  # `tinygpt ... | head`: the reader left; stop quietly, as SIGPIPE would
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as exc:
         # Click's usage errors (bad option values, unknown commands); Typer vendors Click, so the
         # class is recognised by its interface rather than imported from a private module

@@ -12,6 +12,13 @@ from dataclasses import dataclass, field, fields
 from .errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MAX_SEED = 2**63 - 1
+
+
+def _seed(value: int, problems: list[str]) -> None:
+    if not 0 <= value <= MAX_SEED:
+        problems.append(f"--seed must be between 0 and 2**63 - 1 (got {value})")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -102,6 +109,7 @@ class TrainConfig:
                             f"(got {self.device!r})")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
+        _seed(self.seed, problems)
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)} "
                             f"(got {self.lr_schedule!r})")
@@ -130,6 +138,7 @@ class SampleConfig:
             problems.append(f"--top-k must be 1 or more (got {self.top_k}); leave it out for off")
         if not 0 < self.top_p <= 1:
             problems.append(f"--top-p must be in (0, 1] (got {self.top_p})")
+        _seed(self.seed, problems)
         if self.num_samples < 1:
             problems.append(f"--num-samples must be 1 or more (got {self.num_samples})")
         _raise(problems)

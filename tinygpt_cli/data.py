@@ -109,9 +109,12 @@ def check_source(path: Path) -> Path:
 
 def file_sha256(path: Path, block: int = 1 << 22) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(block):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 

@@ -83,7 +83,7 @@ def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int
     T = context_length
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    total = torch.zeros((), dtype=torch.float64)  # on the CPU: MPS has no float64
     n_full = n_targets // T
     offsets = torch.arange(T + 1, device=data.device)  # (T+1,)
     for lo in range(0, n_full, batch_size):
@@ -116,7 +116,7 @@ def estimate_split_loss(model: torch.nn.Module, data: torch.Tensor, *, context_l
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=data.device).manual_seed(seed)
-    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    total = torch.zeros((), dtype=torch.float64)  # on the CPU: MPS has no float64
     for _ in range(eval_iters):
         x, y = get_batch(data, batch_size, T, generator)  # (B, T) each
         for i in range(0, batch_size, rows):
@@ -131,7 +131,8 @@ def _summed_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     """Summed cross-entropy (float64 scalar) of targets y (B, T) given inputs x (B, T)."""
     with autocast or nullcontext():
         logits, _ = model(x)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").double()
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+    return loss.cpu().double()
 
 
 def num_windows(tokens: int, context_length: int) -> int:

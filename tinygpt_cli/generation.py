@@ -70,14 +70,20 @@ def read_prompt(prompt: str | None, prompt_file: Path | None, stdin: TextIO | No
         if not prompt_file.is_file():
             raise UsageError(f"--prompt-file {prompt_file}: "
                              + ("is a directory" if prompt_file.is_dir() else "no such file"))
-        raw = prompt_file.read_bytes()
+        try:
+            raw = prompt_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--prompt-file {prompt_file}: {exc.strerror or exc}") from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DataError(f"--prompt-file {prompt_file} is not UTF-8 text: byte "
                             f"0x{raw[exc.start]:02x} at offset {exc.start}") from None
     elif prompt == "-":
-        text = (stdin or sys.stdin).read()
+        try:
+            text = (stdin or sys.stdin).read()
+        except UnicodeDecodeError:
+            raise DataError("the prompt on standard input is not UTF-8 text") from None
     else:
         return DEFAULT_PROMPT if prompt is None else prompt
     return text[:-1] if text.endswith("\n") else text

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import tempfile
 import threading
@@ -32,8 +33,10 @@ from .model import GPT
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
 
 # Dense bf16 peak FLOP/s (no sparsity) by device name, for the MFU estimate.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
-              "L4": 121e12, "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+# Only GPUs with bfloat16 (what --dtype auto trains in); the first name found in the device name
+# wins, so longer names come first.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12,
+              "A10G": 70e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -139,6 +142,8 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
             name = "mps"
         else:
             name = "cpu"
+    if name not in ("cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
+        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             built = "with" if torch.version.cuda else "without"
@@ -147,6 +152,10 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
                              hint="use --device cpu, or --device auto to pick what is there")
         if name == "cuda" and local_rank is not None:
             name = f"cuda:{local_rank}"
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s), numbered from 0")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: Apple's Metal backend is not available here",
                          hint="use --device cpu, or --device auto")
@@ -300,6 +309,11 @@ class Trainer:
 
     def __init__(self, request: TrainRequest, cache: TokenCache | None = None,
                  tokenize_progress=None) -> None:
+        from .config import COMPILE_MODES
+
+        if request.compile_mode not in COMPILE_MODES:
+            raise UsageError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)} "
+                             f"(got {request.compile_mode!r})")
         self.request = request
         self.cfg = request.train_config
         self.dist = Dist.from_env()
@@ -311,18 +325,27 @@ class Trainer:
             ckpt.remove_stale_temporaries(self.out)
         self.notices: list[str] = []
         self.dist.init(self.device)
+        try:
+            self._setup(request, cache, tokenize_progress)
+        except BaseException:
+            self.dist.close()  # a bad resume or context length must not leak the process group
+            raise
+
+    def _setup(self, request: TrainRequest, cache: TokenCache | None, tokenize_progress) -> None:
+        state = ckpt.load(request.resume) if request.resume else None  # fail before tokenizing
 
         if cache is None:
-            # rank 0 builds the cache (if needed) first; the others then find it and only load it
-            if not self.dist.main:
+            # the first process of each machine builds the cache (if needed) while the others
+            # wait, then they find it and only load it
+            builder = (self.dist.local_rank or 0) == 0
+            if not builder:
                 self.dist.barrier()
             cache = prepare(request.data, request.tokenize, cache_root=request.cache_dir,
                             progress=tokenize_progress if self.dist.main else None)
-            if self.dist.main:
+            if builder:
                 self.dist.barrier()
         self.cache = cache
         self.notices += self.cache.warnings
-        state = ckpt.load(request.resume) if request.resume else None
         self.model_config = self._model_config(state)
         self._check_context()
 
@@ -331,6 +354,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model = GPT(self.model_config).to(self.device)
+        if self.dist.enabled:  # same initial weights (DDP broadcasts them), own dropout masks
+            torch.manual_seed(self.cfg.seed + self.dist.rank)
         # the fused kernel: one op for every parameter instead of a dozen per tensor
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.cfg.learning_rate,
@@ -349,12 +374,13 @@ class Trainer:
 
         self.splits = {"train": as_tensor(self.cache.train, self.device),
                        "valid": as_tensor(self.cache.valid, self.device)}
-        self.forward_model: torch.nn.Module = self.model
+        self.eager_model: torch.nn.Module = self.model  # what runs if compilation fails
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.forward_model = DistributedDataParallel(
+            self.eager_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward_model = self.eager_model
         if self.cfg.compile:
             self.forward_model = torch.compile(self.forward_model, mode=request.compile_mode)
         self._compiled_ok = not self.cfg.compile
@@ -375,12 +401,12 @@ class Trainer:
         fits = max_context_length(self.cache)
         T = self.model_config.context_length
         if fits < T:
+            short = "validation" if len(self.cache.valid) <= len(self.cache.train) else "training"
+            fraction = "raise" if short == "validation" else "lower"
             advice = (f"use --context-length {fits} or less" if fits >= 1
-                      else "lower --val-fraction or use more text")
-            raise UsageError(
-                f"--context-length {T} needs {T + 1} tokens in each split, but the "
-                f"{'validation' if len(self.cache.valid) <= len(self.cache.train) else 'training'}"
-                f" split has {fits + 1}: {advice}")
+                      else f"{fraction} --val-fraction or use more text")
+            raise UsageError(f"--context-length {T} needs {T + 1} tokens in each split, but the "
+                             f"{short} split has {fits + 1}: {advice}")
 
     def _restore(self, state: dict) -> None:
         found = ckpt.differences(state, model_config=self.model_config, vocab=self.cache.vocab,
@@ -396,6 +422,8 @@ class Trainer:
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"cannot resume from {self.request.resume}: its optimizer "
                                   f"state does not fit ({exc})") from None
+        for group in self.optimizer.param_groups:  # load_state_dict brought the old run's back
+            group["weight_decay"] = self.cfg.weight_decay
         self.step = int(state["step"])
         self.best_valid = state.get("best_valid_loss")
         self.best_step = state.get("best_step")
@@ -409,16 +437,26 @@ class Trainer:
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if self.device.type == "cuda" and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            try:
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            except (IndexError, RuntimeError):
+                self.notices.append("the checkpoint's CUDA random state is from another GPU "
+                                    "setup: dropout is reseeded")
         if "python" in rng:
             random.setstate(_as_tuple(rng["python"]))
         gens = rng.get("batch_generators", [])
+        restored = False
         if len(gens) == self.dist.world_size:
-            self.batch_gen.set_state(gens[self.dist.rank])
-        else:
-            self.notices.append(f"the checkpoint was written by {len(gens)} process(es), this run "
-                                f"has {self.dist.world_size}: batches are reseeded, so the run "
-                                "will not repeat an uninterrupted one exactly")
+            try:  # a CPU generator's state does not fit a CUDA one (another device type)
+                self.batch_gen.set_state(gens[self.dist.rank])
+                restored = True
+            except RuntimeError:
+                pass
+        if not restored:
+            self.notices.append(f"the checkpoint's batch order is from {len(gens)} process(es) on "
+                                f"another setup; this run ({self.dist.world_size} on "
+                                f"{self.device.type}) reseeds it, so it will not repeat an "
+                                "uninterrupted run exactly")
             self.batch_gen.manual_seed(self.cfg.seed + self.dist.rank + self.step)
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
@@ -443,17 +481,9 @@ class Trainer:
                 self.notices.append(f"torch.compile failed ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); "
                                     "continuing without --compile")
-                self.forward_model = self._uncompiled()
+                self.forward_model = self.eager_model
                 self._compiled_ok = True
                 return self.forward_model(x, y)[1]
-
-    def _uncompiled(self) -> torch.nn.Module:
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            return DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return self.model
 
     def evaluate(self) -> tuple[float, float]:
         # the plain module: evaluation needs no gradient sync, and a compiled graph for no-grad
@@ -461,7 +491,7 @@ class Trainer:
         means = estimate_loss(
             self.model, self.splits, batch_size=self.cfg.batch_size,
             context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
-            seed=self.cfg.seed * 1_000_003 + self.step * 101 + self.dist.rank,
+            seed=(self.cfg.seed * 1_000_003 + self.step * 101 + self.dist.rank) % 2**63,
             autocast=self.autocast())
         train_loss, valid_loss = self.dist.all_mean(means).tolist()
         return train_loss, valid_loss
@@ -528,14 +558,14 @@ class Trainer:
 
     def save(self, path: Path, state: dict | None = None) -> None:
         state = state if state is not None else self.state()  # every rank joins the gather
-        if not self.dist.main:
-            return
+        # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
             raise DivergedError(
                 f"training diverged at step {self.step}: the weights are no longer finite; the "
                 f"last good checkpoint is {path}", hint="lower --learning-rate, set --grad-clip "
                 "1.0, or use --dtype float32")
-        ckpt.save(state, path)
+        if self.dist.main:
+            ckpt.save(state, path, check_finite=False)
 
     def run(self) -> Iterator[Event]:
         """The book's loop, as a stream of events. Saves at each evaluation and at the end."""
@@ -580,8 +610,9 @@ class Trainer:
                     window_losses.append(loss_value)
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
-                    if self.scaler.is_enabled():
-                        self.scaler.update()
+                    if self.scaler.is_enabled():  # back off as the scaler would on inf grads
+                        self.scaler.update(self.scaler.get_scale()
+                                           * self.scaler.get_backoff_factor())
                     bad_steps += 1
                     yield Notice(f"step {step}: the loss is {loss_value}; skipped this update "
                                  f"({bad_steps} in a row)")
@@ -591,9 +622,7 @@ class Trainer:
                             f"{step}; the last good checkpoint is {self.out}",
                             hint="lower --learning-rate, set --grad-clip 1.0, or use "
                             "--dtype float32")
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                train_time += time.perf_counter() - t0
+                train_time += time.perf_counter() - t0  # .tolist() above waited for the step
                 train_tokens += tokens_per_step
                 self.step += 1
                 if self.step % cfg.log_interval == 0 and window_losses:
@@ -616,7 +645,7 @@ class Trainer:
             yield CheckpointSaved(self.out, self.step, False)
         tps = train_tokens / train_time if train_time else 0.0
         final = self.last_losses or (None, None)
-        mfu = flops_per_token * tps / peak if peak else None
+        mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak else None
         yield RunDone(reason, self.step, final[0], final[1], self.best_valid, self.best_step,
                       time.perf_counter() - started, tps, mfu, self.out, signum)
 
@@ -627,7 +656,7 @@ class Trainer:
                                                  or valid_loss < self.best_valid)
         if is_best:
             self.best_valid, self.best_step = valid_loss, step
-        mfu = flops_per_token * tps / peak if peak and tps else None
+        mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak and tps else None
         event = EvalDone(step, train_loss, valid_loss, is_best, lr, tps, mfu,
                          time.perf_counter() - started)
         metrics.write({"type": "eval", **_record(event)})

@@ -26,7 +26,8 @@ def tokenize(
         "--val-fraction", help="Share of tokens (the end of the corpus) kept for validation.")
     ] = 0.1,
     context_length: Annotated[int, typer.Option(
-        "--context-length", help="Warn if the validation split cannot fill this context.")] = 128,
+        "--context-length", min=1,
+        help="Warn if the validation split cannot fill this context.")] = 128,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a valid cache exists.")
     ] = False,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..config import PRESETS
-from .common import CacheDir, Column, Encoding, funnel, is_rank_zero
+from .common import CacheDir, Column, funnel, is_rank_zero
 
 PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time"})  # not taken from --resume
 MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropout")
@@ -76,10 +76,19 @@ def train(
         help="Corpus to train on (tokenized and cached as by `tinygpt tokenize`). Default: the "
         "bundled corpus.", rich_help_panel=RUN, show_default=False)] = None,
     column: Column = None,
-    encoding: Encoding = "cl100k_base",
+    encoding: Annotated[str | None, typer.Option(
+        "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
+        "tiktoken's cache (TIKTOKEN_CACHE_DIR) or the network.", show_default="cl100k_base",
+        rich_help_panel=RUN)] = None,
     full_vocab: Annotated[bool, typer.Option(
         "--full-vocab", help="Use the book's max(id)+1 vocabulary instead of the compact one.",
         rich_help_panel=RUN)] = False,
+    val_fraction: Annotated[float | None, typer.Option(
+        help="Share of tokens (the end of the corpus) kept for validation.", show_default="0.1",
+        rich_help_panel=RUN)] = None,
+    errors: Annotated[str | None, typer.Option(
+        help="Bytes that are not UTF-8: 'strict' stops with their offset, 'replace' "
+        "substitutes U+FFFD.", show_default="strict", rich_help_panel=RUN)] = None,
     cache_dir: CacheDir = None,
     out: Annotated[Path, typer.Option(help="Where to save the checkpoint (the best one goes "
                                       "beside it as NAME.best.ckpt, metrics as "
@@ -122,17 +131,18 @@ def _run(cli_values: dict) -> None:
     from .. import ui
     from ..config import MODEL_FIELDS, TRAIN_FIELDS, TrainConfig, preset
     from ..data import TokenizeSettings
-    from ..tokenizer import COMPACT, FULL
     from ..train import Trainer, TrainRequest
 
     values: dict = {}
+    saved: dict = {}
     if "resume" in cli_values:
         # a resumed run continues with its own settings (batch size, learning rate, schedule,
-        # seed, ...); the preset, --config and the command line below override them. What
-        # describes this machine or this invocation is not carried over.
-        from ..checkpoint import saved_train_config
+        # seed, ...) and data; the preset, --config and the command line below override them.
+        # What describes this machine or this invocation is not carried over.
+        from ..checkpoint import saved_run
 
-        values.update({k: v for k, v in saved_train_config(cli_values["resume"]).items()
+        saved = saved_run(cli_values["resume"])
+        values.update({k: v for k, v in saved.get("train_config", {}).items()
                        if k in TRAIN_FIELDS and k not in PER_INVOCATION})
     if "preset" in cli_values:
         values.update(preset(cli_values["preset"]))
@@ -142,9 +152,8 @@ def _run(cli_values: dict) -> None:
     request = TrainRequest(
         train_config=TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}),
         model_options={k: v for k, v in values.items() if k in MODEL_FIELDS},
-        data=cli_values.get("data"),
-        tokenize=TokenizeSettings(encoding=cli_values["encoding"], column=cli_values.get("column"),
-                                  vocab_mode=FULL if cli_values["full_vocab"] else COMPACT),
+        data=cli_values.get("data") or _saved_data_path(saved),
+        tokenize=TokenizeSettings(**_tokenize_settings(cli_values, saved)),
         cache_dir=cli_values.get("cache_dir"),
         out=cli_values["out"],
         resume=cli_values.get("resume"),
@@ -153,10 +162,8 @@ def _run(cli_values: dict) -> None:
         sample_prompt=cli_values["sample_prompt"],
     )
     talk = is_rank_zero()
-    if talk and cli_values["plot"]:
-        from ..plotting import require_matplotlib
-
-        require_matplotlib()  # say so now, not after the run
+    if talk:
+        _check_extras(cli_values)  # a missing optional package is said now, not after the run
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
         trainer = Trainer(request, tokenize_progress=progress)
     reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
@@ -165,7 +172,7 @@ def _run(cli_values: dict) -> None:
     subscribers: list = []
     try:
         if talk:
-            subscribers = _trackers(cli_values, trainer)
+            _add_trackers(subscribers, cli_values, trainer)
         with (reporter_cls() if talk else ui.TrainReporter()) as reporter:
             for event in trainer.run():
                 if talk:
@@ -190,18 +197,57 @@ def _run(cli_values: dict) -> None:
         raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
 
 
-def _trackers(cli_values: dict, trainer) -> list:
-    """The experiment trackers asked for, fed the same events as the display."""
+def _saved_data_path(saved: dict) -> Path | None:
+    path = saved.get("data", {}).get("path")
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def _tokenize_settings(cli_values: dict, saved: dict) -> dict:
+    """How to tokenize: what the user gave, else (resuming on the same data) the checkpoint's,
+    else the defaults."""
+    from ..tokenizer import FULL
+
+    settings = {}
+    if "data" not in cli_values:
+        recorded = saved.get("data", {}).get("settings", {})
+        settings.update({k: recorded[k] for k in ("encoding", "vocab_mode", "val_fraction",
+                                                  "column", "errors") if k in recorded})
+    for key in ("encoding", "val_fraction", "column", "errors"):
+        if key in cli_values:
+            settings[key] = cli_values[key]
+    if cli_values["full_vocab"]:
+        settings["vocab_mode"] = FULL
+    return settings
+
+
+def _check_extras(cli_values: dict) -> None:
+    """Fail before any work when an option needs an optional package that is not installed."""
+    import importlib.util
+
+    from ..errors import UsageError
+
+    if cli_values["plot"]:
+        from ..plotting import require_matplotlib
+
+        require_matplotlib()
+    for option, module, extra in (("wandb", "wandb", "wandb"),
+                                  ("tensorboard", "tensorboard", "tensorboard")):
+        if cli_values.get(option) not in (None, False) and importlib.util.find_spec(module) is None:
+            raise UsageError(f"--{option} needs the {module} package: "
+                             f"pip install 'tinygpt[{extra}]'")
+
+
+def _add_trackers(trackers: list, cli_values: dict, trainer) -> None:
+    """Start the experiment trackers asked for (each is closed at the end even if the next one
+    fails to start); they are fed the same events as the display."""
     from ..tracking import TensorBoardTracker, WandbTracker, run_config
 
-    trackers = []
     if cli_values["wandb"]:
         trackers.append(WandbTracker(cli_values["wandb_project"],
                                      run_config(trainer.model_config, trainer.cfg),
                                      run_name=Path(cli_values["out"]).parent.name or None))
     if cli_values.get("tensorboard") is not None:
         trackers.append(TensorBoardTracker(cli_values["tensorboard"]))
-    return trackers
 
 
 def _resume_command(checkpoint: Path) -> str:
