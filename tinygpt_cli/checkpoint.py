@@ -21,6 +21,7 @@ import torch
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError
+from .files import permit_like_a_new_file
 from .tokenizer import Vocabulary
 
 FORMAT_VERSION = 1
@@ -66,8 +67,7 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes it 0600; a checkpoint is shared like any file
-            os.fchmod(fd, 0o666 & ~_umask())
+        permit_like_a_new_file(fd)  # mkstemp makes it 0600; a checkpoint is shared like any file
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -84,12 +84,6 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
             os.close(dir_fd)
     except OSError:
         pass
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)  # the only way to read it is to set it; restore at once
-    os.umask(mask)
-    return mask
 
 
 def remove_stale_temporaries(path: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import TinyGPTError, UsageError
+from .files import permit_like_a_new_file
 
 PLOT_EXTRA = "pip install 'tinygpt[plot]'"
 METRICS_SUFFIX = ".metrics.jsonl"
@@ -384,6 +385,7 @@ def write_png(runs: Sequence[Run | Path | str], output: Path) -> Path:
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     try:
+        permit_like_a_new_file(fd)
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=fmt)
         os.replace(tmp, output)
