@@ -56,11 +56,12 @@ def tinygpt(args, work: Path, env) -> dict:
     records = [json.loads(line) for line in out.with_name("model.metrics.jsonl").open()]
     last_eval = [r for r in records if r["type"] == "eval"][-1]
     tps = [r for r in records if r["type"] == "train"][-1]["tokens_per_sec"]
-    state = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json,sys,torch; s=torch.load(sys.argv[1], "
-         "weights_only=True); print(json.dumps({'vocab': s['tokenizer']['size'], "
-         "'tokens': s['train_config']['batch_size'] * s['model_config']['context_length']}))",
-         str(out)], capture_output=True, text=True, env=env, check=True).stdout)
+    probe = ("import json, sys, torch\n"
+             "s = torch.load(sys.argv[1], weights_only=True)\n"
+             "print(json.dumps({'vocab': s['tokenizer']['size'], 'tokens': "
+             "s['train_config']['batch_size'] * s['model_config']['context_length']}))")
+    state = json.loads(subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True,
+                                      text=True, env=env, check=True).stdout)
     return {"wall_s": seconds, "rss_mb": rss, "valid_loss": last_eval["valid_loss"],
             "ms_per_step": 1000 * state["tokens"] / tps, "tokens_per_s": tps,
             "vocab": state["vocab"]}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_user_error
 from typer.testing import CliRunner
 
 from tinygpt_cli import checkpoint as ckpt
@@ -26,14 +27,6 @@ BOOK_LINE = re.compile(r"^Step: \d+, Training Loss: \d+\.\d{3}, Validation Loss:
 TINY = ["--device", "cpu", "--d-model", "16", "--num-blocks", "1", "--num-heads", "2",
         "--context-length", "16", "--batch-size", "4", "--eval-iters", "2", "--dropout", "0.0"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run several times faster on one intra-op thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def invoke(*args: str | Path):
@@ -52,18 +45,6 @@ def book_lines(result) -> dict[int, str]:
     lines = result.stdout.splitlines()
     assert all(BOOK_LINE.match(line) for line in lines), lines  # stdout holds nothing else
     return {int(line.split(",")[0].removeprefix("Step: ")): line for line in lines}
-
-
-def assert_user_error(result, exit_code: int, *fragments: str) -> str:
-    """One "error:" line on stderr, the exit code, no traceback, nothing on stdout."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit)  # left through the funnel, not a crash
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 # --- the happy path ----------------------------------------------------------------------------

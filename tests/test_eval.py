@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import assert_user_error
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
@@ -30,14 +31,6 @@ from tinygpt_cli.evaluate import (
 T = 16  # the tiny model's context length
 SPLIT_KEYS = {"loss", "perplexity", "bits_per_byte", "tokens", "split_tokens", "split_bytes"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box they spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +65,6 @@ def eval_json(tiny: SimpleNamespace, *args: str | Path) -> dict:
                     "--json", *args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def assert_user_error(result, exit_code: int, *fragments: str) -> str:
-    """One "error:" line on stderr, the exit code, no traceback, nothing on stdout."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit)  # through the funnel, not a crash
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 def tampered(tiny: SimpleNamespace, name: str, **data: object) -> Path:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import assert_user_error
 from typer.testing import CliRunner
 
 from tinygpt_cli.checkpoint import load_model
@@ -34,14 +35,6 @@ from tinygpt_cli.tokenizer import COMPACT, Vocabulary, get_encoding
 T = 16  # the tiny model's context length
 REPLACEMENT = "\ufffd"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box they spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +74,6 @@ def gen_json(tiny: SimpleNamespace, *args: str | Path, input: str | None = None)
     result = gen(tiny, "--json", *args, input=input)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def assert_user_error(result, exit_code: int, *fragments: str) -> str:
-    """One "error:" line on stderr, the exit code, no traceback, nothing on stdout."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit)  # through the funnel, not a crash
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 def run(tiny: SimpleNamespace, prompt: str = "Cotton", **settings: object) -> list[Sample]:

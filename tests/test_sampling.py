@@ -16,15 +16,6 @@ CFG = ModelConfig(vocab_size=64, d_model=16, num_blocks=2, num_heads=2, context_
 C = CFG.context_length
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP threads
-    spin against other processes (100x slower); restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def sharp_model(seed: int = 0) -> GPT:
     """Large random weights: peaked distributions and attention, so a wrong cache shows."""

@@ -42,14 +42,6 @@ BOOK_KEYS = {"d_model", "num_blocks", "num_heads", "batch_size", "context_length
              "max_token_value"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run several times faster on one intra-op thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_trainer(cache, out: Path, *, resume: Path | None = None, model: dict | None = None,
                  **train) -> Trainer:
