@@ -449,3 +449,24 @@ def test_cache_files_are_not_written_through_the_maps(token_cache):
     token_cache.train[:4] = 0  # copy-on-write: torch may write, the file must not change
     assert (token_cache.path / "train.bin").read_bytes() == before
     assert verify_cache(token_cache.path) is None
+
+
+def test_a_rebuild_sweeps_folders_killed_builds_left_behind(corpus, cache_root):
+    import os
+    import time
+
+    from tinygpt_cli.data import STALE_SECONDS, cache_dir_for, prepare
+
+    folder = cache_dir_for(corpus, TokenizeSettings(), cache_root)
+    cache_root.mkdir(parents=True)
+    old = cache_root / f".{folder.name}.tmp-killed"
+    recent = cache_root / f".{folder.name}.tmp-running"  # perhaps another process at work
+    for path in (old, recent):
+        path.mkdir()
+        (path / "raw.u32").write_bytes(b"\0" * 8)
+    past = time.time() - STALE_SECONDS - 60
+    for path in (old / "raw.u32", old):
+        os.utime(path, (past, past))
+    prepare(corpus, cache_root=cache_root)
+    assert not old.exists()
+    assert recent.exists()

@@ -261,6 +261,21 @@ def prepare(source: Path | None = None, settings: TokenizeSettings | None = None
     return cache
 
 
+STALE_SECONDS = 3600  # a build folder untouched this long was left by a killed process
+
+
+def _remove_stale_builds(folder: Path) -> None:
+    """Delete the temporary folders that killed builds of `folder` left beside it."""
+    now = time.time()
+    for stale in folder.parent.glob(f".{folder.name}.*-*"):
+        try:
+            newest = max([stale.stat().st_mtime] + [p.stat().st_mtime for p in stale.iterdir()])
+        except OSError:
+            continue
+        if now - newest > STALE_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _writable_root(cache_root: Path) -> None:
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
@@ -277,6 +292,7 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
     """Tokenize `source` into a fresh cache at `folder` (replacing what is there atomically)."""
     started = time.perf_counter()
     _writable_root(folder.parent)
+    _remove_stale_builds(folder)
     encoding = get_encoding(settings.encoding)
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:

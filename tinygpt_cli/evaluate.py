@@ -172,6 +172,7 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     model, vocab, state = ckpt.load_model(checkpoint, device)
+    warnings: list[str] = []
     if data is not None:
         source, cache_path = Path(data), None
         splits = {"data": encode_file(source, vocab)}
@@ -179,6 +180,7 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         with tokenize_progress() if tokenize_progress else nullcontext() as progress:
             cache = checkpoint_cache(checkpoint, state, vocab, cache_dir, progress)
         source, cache_path = Path(cache.meta["source"]["path"]), cache.path
+        warnings = cache.warnings  # a damaged cache that was rebuilt, say
         splits = {name: (cache.split(name), cache.meta["splits"][name]["bytes"])
                   for name in ("train", "valid")}
 
@@ -229,6 +231,7 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         "seed": None if full else seed,
         "splits": results,
         "seconds": round(time.perf_counter() - started, 3),
+        "warnings": warnings,
     }
 
 

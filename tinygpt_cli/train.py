@@ -724,8 +724,11 @@ class MetricsWriter:
                 step = int(record["step"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut off by a crash
-            if step < self.resume_step or (step == self.evaluated_step
-                                           and record.get("type") == "eval"):
+            kind = record.get("type")
+            # an evaluation at the resume step ran before its checkpoint was saved, and a sample
+            # at it after the step that led there: neither is repeated by the resumed run
+            if step < self.resume_step or (step == self.evaluated_step and kind == "eval") \
+                    or (step == self.resume_step and kind == "sample"):
                 kept.append(line + "\n")
         return kept
 

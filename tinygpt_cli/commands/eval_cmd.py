@@ -60,6 +60,8 @@ def eval_command(
         score_progress=lambda name, total: ui.count_progress(f"Scoring {name}", total,
                                                               enabled=tty),
     )
+    for warning in result["warnings"]:
+        ui.warn(warning)
     if json_out:
         ui.print_json(result)
     else:
