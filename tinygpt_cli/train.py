@@ -642,6 +642,7 @@ class Trainer:
                     break
             state = self.state()
             self.save(self.out, state)
+            self.dist.barrier()  # no process tears the group down while process 0 still saves
             yield CheckpointSaved(self.out, self.step, False)
         tps = train_tokens / train_time if train_time else 0.0
         final = self.last_losses or (None, None)
