@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import assert_user_error
+from helpers import assert_user_error, train_tiny
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
@@ -36,22 +36,11 @@ SPLIT_KEYS = {"loss", "perplexity", "bits_per_byte", "tokens", "split_tokens", "
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, corpus_text: str) -> SimpleNamespace:
     """A tiny checkpoint (d_model 16, 1 block, context 16) trained 20 steps on the tiny corpus."""
-    from tinygpt_cli.config import TrainConfig
-    from tinygpt_cli.train import Trainer, TrainRequest
-
     root = tmp_path_factory.mktemp("tiny-eval")
     corpus = root / "corpus.txt"
     corpus.write_bytes(corpus_text.encode("utf-8"))
-    request = TrainRequest(
-        train_config=TrainConfig(max_iters=20, eval_interval=10, eval_iters=2, batch_size=4,
-                                 device="cpu", seed=0),
-        model_options={"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": T,
-                       "dropout": 0.0},
-        data=corpus, cache_dir=root / "cache", out=root / "model.ckpt")
-    trainer = Trainer(request)
-    for _ in trainer.run():
-        pass
-    trainer.close()
+    train_tiny(root / "model.ckpt", corpus, root / "cache", max_iters=20, eval_interval=10,
+               eval_iters=2, batch_size=4, seed=0)
     return SimpleNamespace(root=root, corpus=corpus, cache=root / "cache",
                            checkpoint=root / "model.ckpt")
 

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 from rich.cells import cell_len
 from rich.console import Console
@@ -37,21 +38,9 @@ MAX_ITERS = 6  # evaluations at steps 0, 2, 4 and the last step, 5; a train reco
 
 
 def train_tiny(out: Path, corpus: Path, cache: Path, batch_size: int = 2) -> list:
-    """A real run small enough for a test: 1 block, d_model 16, context 16, 6 steps on CPU."""
-    from tinygpt_cli.config import TrainConfig
-    from tinygpt_cli.train import Trainer, TrainRequest
-
-    request = TrainRequest(
-        train_config=TrainConfig(batch_size=batch_size, max_iters=MAX_ITERS, eval_interval=2,
-                                 eval_iters=1, log_interval=1, device="cpu", dtype="float32"),
-        model_options={"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": 16,
-                       "dropout": 0.0},
-        data=corpus, cache_dir=cache, out=out)
-    trainer = Trainer(request)
-    try:
-        return list(trainer.run())
-    finally:
-        trainer.close()
+    """The plot tests' run: 6 steps, an evaluation every 2 and a train record every step."""
+    return helpers.train_tiny(out, corpus, cache, batch_size=batch_size, max_iters=MAX_ITERS,
+                              eval_interval=2, eval_iters=1, log_interval=1)
 
 
 @pytest.fixture(scope="module")
