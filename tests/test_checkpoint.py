@@ -113,6 +113,53 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(token_cache, tmp_pa
     assert leftovers(tmp_path, path) == []
 
 
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "no-hard-links"])
+def test_copy_keeps_the_copied_checkpoint_when_the_original_is_replaced(
+        token_cache, tmp_path, monkeypatch, links):
+    """The best model is kept with `ckpt.copy`: the copy must not follow later saves."""
+    if not links:
+        def no_links(src, dst):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr(ckpt.os, "link", no_links)
+    tmp_path = tmp_path / "run"
+    path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
+    ckpt.save(make_state(token_cache.vocab), path)
+    ckpt.copy(path, best)
+    assert best.read_bytes() == path.read_bytes()
+    assert (best.stat().st_ino == path.stat().st_ino) is links
+
+    later = make_state(token_cache.vocab)
+    later["step"] = 8
+    ckpt.save(later, path)
+    assert ckpt.load(best)["step"] == 7 and ckpt.load(path)["step"] == 8
+    ckpt.copy(path, best)  # replaces the older copy
+    assert ckpt.load(best)["step"] == 8
+    assert leftovers(tmp_path, path) == ["model.best.ckpt"]
+
+
+def test_a_failed_copy_leaves_the_old_copy_and_no_temporary(token_cache, tmp_path, monkeypatch):
+    tmp_path = tmp_path / "run"
+    path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
+    ckpt.save(make_state(token_cache.vocab), path)
+    ckpt.copy(path, best)
+    before = best.read_bytes()
+    ckpt.save({**make_state(token_cache.vocab), "step": 9}, path)
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    def disk_full(src, dst):
+        Path(dst).write_bytes(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "link", no_links)
+    monkeypatch.setattr(ckpt.shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.copy(path, best)
+    assert best.read_bytes() == before
+    assert leftovers(tmp_path, path) == ["model.best.ckpt"]
+
+
 SAVER = textwrap.dedent("""
     # Imports torch once, then forks one saver per round: each round's saver rewrites the same
     # checkpoint in a loop until the test SIGKILLs it.

@@ -128,6 +128,30 @@ def test_fused_qkv_has_no_bias_and_init_is_nanogpts():
 
 # -- KV cache ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_drops_p_of_the_values_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    mask = model_mod.dropout_mask(torch.Size((400, 1000)), p)  # 400k draws
+    assert mask.dtype == torch.float32 and mask.shape == (400, 1000)
+    kept = 1 / (1 - p)
+    assert mask.unique().tolist() == pytest.approx([0.0, kept], rel=1e-4)
+    assert (mask == 0).float().mean().item() == pytest.approx(p, abs=0.003)
+    assert mask.mean().item() == pytest.approx(1.0, abs=0.006)  # dropout keeps the expectation
+    assert model_mod.dropout_mask(torch.Size((3, 5)), p, torch.bfloat16).dtype == torch.bfloat16
+
+    x = torch.randn(64, 64, requires_grad=True)
+    torch.manual_seed(1)
+    y = model_mod.dropout(x, p, training=True)
+    torch.manual_seed(1)
+    assert torch.equal(y, model_mod.dropout(x, p, training=True))  # seeded: resumable
+    dropped = y == 0
+    assert 0 < dropped.float().mean().item() < 2 * p
+    torch.testing.assert_close(y[~dropped], x[~dropped] * kept, rtol=1e-4, atol=0)
+    y.sum().backward()  # the gradient flows through the kept values only, scaled the same way
+    torch.testing.assert_close(x.grad, (~dropped).float() * kept, rtol=1e-4, atol=0)
+    assert model_mod.dropout(x, p, training=False) is x
+
+
 def test_cache_prefill_then_token_by_token_matches_full_forward():
     model = sharp_model()
     idx = torch.randint(0, CFG.vocab_size, (2, CFG.context_length))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -72,11 +74,42 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
+    _replace_durably(Path(tmp), path)
+
+
+def copy(src: Path, dst: Path) -> None:
+    """Make `dst` an atomic copy of the saved checkpoint `src` (the best model beside the last).
+
+    A hard link where the file system has them: no bytes are written, and it stays a true copy
+    because tinygpt never writes into a saved file, only replaces it. Elsewhere a byte copy,
+    fsynced. Either way `dst` is replaced atomically, like `save`.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (FAT, some network file systems)
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _replace_durably(tmp, dst)
+
+
+def _replace_durably(tmp: Path, path: Path) -> None:
+    """`os.replace(tmp, path)`, then fsync the folder so the rename itself survives a crash."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

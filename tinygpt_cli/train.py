@@ -24,11 +24,13 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .allocator import keep_freed_memory
 from .config import MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
 from .evaluate import estimate_loss
 from .model import GPT
+from .optim import AdamW
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
 
@@ -319,6 +321,8 @@ class Trainer:
         self.dist = Dist.from_env()
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.dtype = resolve_dtype(self.cfg.dtype, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for the buffers every step frees and reallocates
         self.out = Path(request.out)
         if self.dist.main:
             check_writable(self.out)
@@ -356,10 +360,9 @@ class Trainer:
         self.model = GPT(self.model_config).to(self.device)
         if self.dist.enabled:  # same initial weights (DDP broadcasts them), own dropout masks
             torch.manual_seed(self.cfg.seed + self.dist.rank)
-        # the fused kernel: one op for every parameter instead of a dozen per tensor
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.learning_rate,
-            weight_decay=self.cfg.weight_decay, fused=self.device.type in ("cuda", "cpu"))
+        # torch's AdamW update (fused kernel on CUDA and CPU) without torch.optim's machinery
+        self.optimizer = AdamW(self.model.parameters(), lr=self.cfg.learning_rate,
+                               weight_decay=self.cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.dtype == torch.float16)
         self.batch_gen = torch.Generator(device=self.device)
@@ -662,13 +665,13 @@ class Trainer:
                          time.perf_counter() - started)
         metrics.write({"type": "eval", **_record(event)})
         yield event
-        state = self.state()
+        self.save(self.out)
+        yield CheckpointSaved(self.out, step, False)
         if is_best:
             best_path = ckpt.related_path(self.out, "best")
-            self.save(best_path, state)
+            if self.dist.main:
+                ckpt.copy(self.out, best_path)  # the same bytes: a hard link, not a second save
             yield CheckpointSaved(best_path, step, True)
-        self.save(self.out, state)
-        yield CheckpointSaved(self.out, step, False)
 
     def sample(self, step: int) -> Sample:
         """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""

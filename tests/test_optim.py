@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tinygpt_cli.optim import AdamW
+
+
+def two_layers(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def train(model: nn.Module, optimizer, steps: int, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(4, 6, generator=gen)
+        loss = model(x).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_updates_match_torch_adamw_bit_for_bit(fused):
+    ours, theirs = two_layers(), two_layers()
+    train(ours, AdamW(ours.parameters(), lr=1e-2, weight_decay=0.1, fused=fused), 7)
+    train(theirs, torch.optim.AdamW(theirs.parameters(), lr=1e-2, weight_decay=0.1,
+                                    fused=fused), 7)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(next(ours.parameters()), next(two_layers().parameters()))  # it moved
+
+
+def test_state_dicts_move_both_ways_between_ours_and_torchs():
+    """Checkpoints written before tinygpt had its own AdamW (torch.optim's) still resume."""
+    reference = two_layers()
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, fused=True)
+    train(reference, ref_opt, 3)
+
+    ours = two_layers()
+    ours.load_state_dict(reference.state_dict())
+    our_opt = AdamW(ours.parameters(), lr=1e-2)
+    our_opt.load_state_dict(ref_opt.state_dict())
+    theirs = two_layers()
+    theirs.load_state_dict(reference.state_dict())
+    their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, fused=True)
+    their_opt.load_state_dict(ref_opt.state_dict())
+    train(ours, our_opt, 4, seed=2)
+    train(theirs, their_opt, 4, seed=2)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    back = torch.optim.AdamW(two_layers().parameters(), lr=1e-2, fused=True)
+    back.load_state_dict(our_opt.state_dict())  # and ours into torch's
+    assert back.state_dict()["state"][0]["step"].item() == 7
+    assert torch.equal(back.state_dict()["state"][3]["exp_avg"],
+                       our_opt.state_dict()["state"][3]["exp_avg"])
+
+
+def test_a_state_dict_for_another_model_is_refused():
+    opt = AdamW(two_layers().parameters())
+    other = nn.Linear(6, 3)
+    other_opt = AdamW(other.parameters())
+    train(nn.Sequential(other, nn.ReLU()), other_opt, 1)
+    with pytest.raises(ValueError, match="one group of 4"):
+        opt.load_state_dict(other_opt.state_dict())
+
+    wide = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 3))
+    wide_opt = AdamW(wide.parameters())
+    train(wide, wide_opt, 1)
+    with pytest.raises(ValueError, match="has shape"):
+        opt.load_state_dict(wide_opt.state_dict())
+    assert opt.state == {}  # a refused load leaves the optimizer as it was
+
+
+def test_weight_decay_and_rate_are_read_from_the_group_at_each_step():
+    p = nn.Parameter(torch.ones(3))
+    opt = AdamW([p], lr=0.5, weight_decay=0.0)
+    p.grad = torch.zeros(3)
+    opt.step()
+    assert torch.equal(p, torch.ones(3))  # no gradient, no decay: nothing moves
+    opt.param_groups[0]["weight_decay"] = 0.1
+    p.grad = torch.zeros(3)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.full((3,), 1 - 0.5 * 0.1))
+
+
+def test_training_never_imports_torch_dynamo(corpus, cache_root, tmp_path):
+    """torch.optim.Optimizer imports it on first use: about 1 s and 70 MB a run does not need."""
+    code = ("import sys\n"
+            "from tests.helpers import train_tiny\n"
+            "events = train_tiny(*sys.argv[1:], max_iters=3, eval_interval=2)\n"
+            "assert type(events[-1]).__name__ == 'RunDone' and events[-1].steps == 3\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "model.ckpt"),
+                             str(corpus), str(cache_root)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,117 @@
+"""AdamW: torch.optim.AdamW's update, without torch.optim.Optimizer's machinery.
+
+The update itself is PyTorch's: `torch.optim.adamw.adamw`, its documented functional form, with the
+fused kernel on CUDA and CPU. What this class leaves out is the `Optimizer` base class, which
+imports `torch._dynamo` on first use (about 1 s and 70 MB on a 2-core CPU, a twentieth of the
+book's whole run there) and wraps every step and `zero_grad` in hooks and graph breaks for
+`torch.compile`'s sake. tinygpt compiles the model, never the optimizer, so it needs none of that.
+
+The state dict is torch.optim.AdamW's, key for key, so a checkpoint's optimizer state loads into
+either, and `param_groups`/`state` have the same shape, so `GradScaler` and `clip_grad_norm_` work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch.optim.adamw import adamw
+
+FUSED_DEVICES = ("cuda", "cpu")  # where torch has a fused AdamW kernel for float parameters
+
+
+class AdamW:
+    """One parameter group and AdamW with decoupled weight decay, as `torch.optim.AdamW` has."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, fused: bool | None = None) -> None:
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ValueError("AdamW got no parameters that require a gradient")
+        if fused is None:
+            fused = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+        # the keys of torch.optim.AdamW's group, so its state dict and ours are interchangeable
+        self.param_groups = [{
+            "params": params, "lr": lr, "betas": betas, "eps": eps,
+            "weight_decay": weight_decay, "amsgrad": False, "maximize": False, "foreach": None,
+            "capturable": False, "differentiable": False, "fused": fused,
+            "decoupled_weight_decay": True,
+        }]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.param_groups[0]["params"]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.detach_().zero_()
+
+    def _state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state.get(p)
+        if state is None:
+            # the fused kernel reads the step count on the parameter's device; otherwise it
+            # stays on the CPU, as torch.optim keeps it
+            fused = self.param_groups[0]["fused"]
+            state = self.state[p] = {
+                "step": torch.zeros((), dtype=torch.float32,
+                                    device=p.device if fused else "cpu"),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+        return state
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
+        states = [self._state_of(p) for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+              [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+              foreach=None if group["fused"] else group["foreach"], fused=group["fused"],
+              amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+    def state_dict(self) -> dict:
+        """torch.optim.AdamW's layout: parameters by index, the group's settings, the moments."""
+        index = {p: i for i, p in enumerate(self.params)}
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"state": {index[p]: dict(s) for p, s in self.state.items()},
+                "param_groups": [{**group, "params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict of ours or of torch.optim.AdamW/Adam; ValueError if it does not fit."""
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or len(groups[0]["params"]) != len(self.params):
+            sizes = [len(g["params"]) for g in groups]
+            raise ValueError(f"it has parameter groups of {sizes} tensors, this model needs "
+                             f"one group of {len(self.params)}")
+        saved = groups[0]
+        position = {index: i for i, index in enumerate(saved["params"])}
+        fused = self.param_groups[0]["fused"]
+        loaded: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        for index, values in state_dict["state"].items():
+            if index not in position:
+                raise ValueError(f"its state names parameter {index}, which no group lists")
+            p = self.params[position[index]]
+            for key in ("exp_avg", "exp_avg_sq"):
+                if tuple(values[key].shape) != tuple(p.shape):
+                    raise ValueError(f"{key} of parameter {index} has shape "
+                                     f"{tuple(values[key].shape)}, the parameter "
+                                     f"{tuple(p.shape)}")
+            step = torch.as_tensor(values["step"], dtype=torch.float32)
+            loaded[p] = {
+                "step": step.to(p.device if fused else "cpu").clone(),
+                "exp_avg": values["exp_avg"].to(device=p.device, dtype=p.dtype).clone(),
+                "exp_avg_sq": values["exp_avg_sq"].to(device=p.device, dtype=p.dtype).clone(),
+            }
+        for key in ("lr", "betas", "eps", "weight_decay"):
+            if key in saved:
+                self.param_groups[0][key] = tuple(saved[key]) if key == "betas" else saved[key]
+        self.state = loaded
