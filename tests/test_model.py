@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from torch.nn import functional as F
 
 from tinygpt_cli import model as model_mod
 from tinygpt_cli.config import ModelConfig
@@ -150,6 +151,28 @@ def test_cpu_dropout_drops_p_of_the_values_and_keeps_the_mean(p):
     y.sum().backward()  # the gradient flows through the kept values only, scaled the same way
     torch.testing.assert_close(x.grad, (~dropped).float() * kept, rtol=1e-4, atol=0)
     assert model_mod.dropout(x, p, training=False) is x
+
+
+def test_cpu_dropout_attention_is_sdpas_causal_attention_with_the_mask_applied(monkeypatch):
+    """The manual path that CPU training with dropout takes: with the mask forced to keep
+    everything it must be SDPA's causal attention, forward and backward."""
+    config = ModelConfig(vocab_size=64, d_model=16, num_blocks=1, num_heads=2,
+                         context_length=16, dropout=0.3)
+    attn = model_mod.CausalSelfAttention(config, 0)
+    q, k, v = (torch.randn(2, 2, 16, 8, requires_grad=True) for _ in range(3))
+    monkeypatch.setattr(model_mod, "dropout_mask",
+                        lambda shape, p, dtype=torch.float32: torch.ones(shape, dtype=dtype))
+    manual = attn._attention_with_dropout(q, k, v)
+    grads = torch.autograd.grad(manual.square().sum(), (q, k, v))
+    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(manual, reference, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, torch.autograd.grad(reference.square().sum(), (q, k, v)),
+                         strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    dropped = attn._attention_with_dropout(q, k, v)
+    assert not torch.allclose(dropped, reference)  # the real mask drops something
 
 
 def test_cache_prefill_then_token_by_token_matches_full_forward():

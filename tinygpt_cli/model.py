@@ -6,6 +6,7 @@ Token embedding + sinusoidal positional encoding -> dropout -> `num_blocks` pre-
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,6 +25,13 @@ def sinusoidal_table(context_length: int, d_model: int) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(angle)
     pe[:, 1::2] = torch.cos(angle)[:, : d_model // 2]  # an odd d_model has one cosine column less
     return pe
+
+
+@functools.lru_cache(maxsize=8)
+def causal_bias(T: int, device: torch.device) -> torch.Tensor:
+    """(T, T): 0 where a query may attend (keys up to its own position), -inf above. Built once
+    per length and device: the CPU dropout path below adds it at every layer of every step."""
+    return torch.full((T, T), float("-inf"), device=device).triu(1)
 
 
 def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
@@ -151,9 +159,9 @@ class CausalSelfAttention(nn.Module):
         drawing its dropout mask one Bernoulli sample at a time; `dropout_mask` is cheaper.
         """
         B, H, T, hs = q.size()
-        causal = torch.full((T, T), float("-inf"), device=q.device).triu(1)  # (T, T)
-        att = torch.baddbmm(causal, q.reshape(B * H, T, hs), k.reshape(B * H, T, hs).mT,
-                            alpha=1.0 / math.sqrt(hs)).softmax(dim=-1)  # (B*H, T, T)
+        att = torch.baddbmm(causal_bias(T, q.device), q.reshape(B * H, T, hs),
+                            k.reshape(B * H, T, hs).mT, alpha=1.0 / math.sqrt(hs))
+        att = att.softmax(dim=-1)  # (B*H, T, T)
         att = att * dropout_mask(att.shape, self.dropout, att.dtype)
         return (att @ v.reshape(B * H, T, hs)).view(B, H, T, hs)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -35,6 +37,23 @@ def funnel(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def importing_torch() -> Iterator[None]:
+    """Import torch and the core with the cyclic garbage collector paused, then freeze.
+
+    Importing torch creates about a million objects and no garbage, yet the collector walks them
+    all several times on the way: `tinygpt train --max-iters 1` took 2.3 s instead of 1.55 s
+    (2-core VM, median of 6). `gc.freeze()` then takes what was imported out of every later
+    collection, for the rest of the process.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.freeze()
 
 
 def is_rank_zero() -> bool:

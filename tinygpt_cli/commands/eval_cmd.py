@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheDir, Checkpoint, Json, funnel
+from .common import CacheDir, Checkpoint, Json, funnel, importing_torch
 
 
 @funnel
@@ -43,9 +43,10 @@ def eval_command(
     tokenizers. The checkpoint's corpus cache is found (or rebuilt) under --cache-dir, as train
     made it.
     """
-    from .. import ui
-    from ..evaluate import evaluate_checkpoint
-    from ..train import resolve_device
+    with importing_torch():
+        from .. import ui
+        from ..evaluate import evaluate_checkpoint
+        from ..train import resolve_device
 
     dev = resolve_device(device)
     if threads is not None and dev.type == "cpu":

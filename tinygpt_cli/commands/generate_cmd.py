@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..generation import DEFAULT_PROMPT
-from .common import Checkpoint, funnel
+from .common import Checkpoint, funnel, importing_torch
 
 if TYPE_CHECKING:
     import torch
@@ -65,14 +65,15 @@ def generate_command(
     Each sample is printed as the book's inference does: the prompt, then its continuation.
     Tokens generated and tokens/s go to stderr.
     """
-    import torch
+    with importing_torch():
+        import torch
 
-    from .. import ui
-    from ..checkpoint import load_model
-    from ..config import SampleConfig
-    from ..errors import UsageError
-    from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
-    from ..train import resolve_device
+        from .. import ui
+        from ..checkpoint import load_model
+        from ..config import SampleConfig
+        from ..errors import UsageError
+        from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
+        from ..train import resolve_device
 
     stops = tuple(stop or ())
     if any(s == "" for s in stops):

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..config import PRESETS
-from .common import CacheDir, Column, funnel, is_rank_zero
+from .common import CacheDir, Column, funnel, importing_torch, is_rank_zero
 
 PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time"})  # not taken from --resume
 MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropout")
@@ -128,10 +128,11 @@ def train(
 
 
 def _run(cli_values: dict) -> None:
-    from .. import ui
-    from ..config import MODEL_FIELDS, TRAIN_FIELDS, TrainConfig, preset
-    from ..data import TokenizeSettings
-    from ..train import Trainer, TrainRequest
+    with importing_torch():
+        from .. import ui
+        from ..config import MODEL_FIELDS, TRAIN_FIELDS, TrainConfig, preset
+        from ..data import TokenizeSettings
+        from ..train import Trainer, TrainRequest
 
     values: dict = {}
     saved: dict = {}
