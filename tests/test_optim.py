@@ -103,3 +103,32 @@ def test_training_never_imports_torch_dynamo(corpus, cache_root, tmp_path):
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_gradient_scaler_drives_it_as_it_drives_torchs():
+    """float16 training steps through GradScaler (unscale, skip on inf); CPU scalers work alike."""
+    def run(make_optimizer) -> tuple[nn.Module, list[float]]:
+        model = two_layers()
+        opt = make_optimizer(model.parameters())
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        gen = torch.Generator().manual_seed(3)
+        scales = []
+        for step in range(6):
+            x = torch.randn(4, 6, generator=gen)
+            if step == 2:
+                x[0, 0] = float("inf")  # an overflow: this update must be skipped
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(model(x).square().mean()).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        return model, scales
+
+    ours, our_scales = run(lambda p: AdamW(p, lr=1e-2))
+    theirs, their_scales = run(lambda p: torch.optim.AdamW(p, lr=1e-2, fused=True))
+    assert our_scales == their_scales and our_scales[2] < our_scales[1]  # backed off at the inf
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
