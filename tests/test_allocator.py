@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,7 +45,13 @@ def faults_per_step(mode: str) -> tuple[str, int]:
     return applied, int(faults)
 
 
+TUNED_ALREADY = bool(os.environ.get("LD_PRELOAD") or os.environ.get("GLIBC_TUNABLES")
+                     or any(k.startswith("MALLOC_") for k in os.environ))
+
+
 @pytest.mark.skipif(not is_glibc(), reason="tunes glibc's malloc only")
+@pytest.mark.skipif(TUNED_ALREADY, reason="another allocator or malloc settings from the "
+                    "environment")
 def test_training_steps_reuse_freed_memory_without_page_faults():
     _, untuned = faults_per_step("default")
     applied, tuned = faults_per_step("tuned")
@@ -58,3 +65,10 @@ def test_elsewhere_it_does_nothing(monkeypatch):
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+
+    def musl(name):  # Alpine: no such configuration name
+        raise ValueError("unrecognized configuration name")
+
+    monkeypatch.setattr(allocator.os, "confstr", musl)
+    assert allocator.is_glibc() is False and allocator.keep_freed_memory() is False

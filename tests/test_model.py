@@ -138,7 +138,14 @@ def test_cpu_dropout_drops_p_of_the_values_and_keeps_the_mean(p):
     assert mask.unique().tolist() == pytest.approx([0.0, kept], rel=1e-4)
     assert (mask == 0).float().mean().item() == pytest.approx(p, abs=0.003)
     assert mask.mean().item() == pytest.approx(1.0, abs=0.006)  # dropout keeps the expectation
-    assert model_mod.dropout_mask(torch.Size((3, 5)), p, torch.bfloat16).dtype == torch.bfloat16
+    # in bfloat16 (CPU autocast) the scale is applied in float32 and the product rounded once
+    half = torch.randn(64, 64).to(torch.bfloat16)
+    dropped_half = model_mod.apply_dropout_mask(half, p)
+    assert dropped_half.dtype == torch.bfloat16
+    kept_half = dropped_half != 0
+    scale = 65536 / (65536 - round(p * 65536))  # 1/P(keep) as the 16-bit uniforms give it
+    assert torch.equal(dropped_half[kept_half],
+                       (half.float() * scale).to(torch.bfloat16)[kept_half])
 
     x = torch.randn(64, 64, requires_grad=True)
     torch.manual_seed(1)

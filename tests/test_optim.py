@@ -106,7 +106,8 @@ def test_training_never_imports_torch_dynamo(corpus, cache_root, tmp_path):
 
 
 def test_a_gradient_scaler_drives_it_as_it_drives_torchs():
-    """float16 training steps through GradScaler (unscale, skip on inf); CPU scalers work alike."""
+    """The scaler's protocol (scale, unscale_, skip on inf, back off), as float16 training on a
+    GPU uses it; run here in float32 on the CPU, where GradScaler behaves the same way."""
     def run(make_optimizer) -> tuple[nn.Module, list[float]]:
         model = two_layers()
         opt = make_optimizer(model.parameters())
@@ -132,3 +133,21 @@ def test_a_gradient_scaler_drives_it_as_it_drives_torchs():
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_frozen_parameters_keep_torchs_numbering():
+    """torch numbers every parameter in its state dict, frozen ones too; so must we."""
+    ours, theirs = two_layers(), two_layers()
+    for model in (ours, theirs):
+        model[0].weight.requires_grad_(False)
+    our_opt = AdamW(ours.parameters(), lr=1e-2)
+    their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, fused=True)
+    train(ours, our_opt, 2)
+    train(theirs, their_opt, 2)
+    mine, torchs = our_opt.state_dict(), their_opt.state_dict()
+    assert sorted(mine["state"]) == sorted(torchs["state"]) == [1, 2, 3]
+    assert mine["param_groups"][0]["params"] == torchs["param_groups"][0]["params"]
+    our_opt.load_state_dict(torchs)
+    for i in (1, 2, 3):
+        assert torch.equal(our_opt.state_dict()["state"][i]["exp_avg_sq"],
+                           torchs["state"][i]["exp_avg_sq"])

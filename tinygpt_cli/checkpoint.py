@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import secrets
 import shutil
 import tempfile
 import warnings
@@ -81,25 +80,27 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
 
 
 def copy(src: Path, dst: Path) -> None:
-    """Make `dst` an atomic copy of the saved checkpoint `src` (the best model beside the last).
+    """Make `dst` an atomic copy of the saved checkpoint `src` (the best model, then the last).
 
-    A hard link where the file system has them: no bytes are written, and it stays a true copy
-    because tinygpt never writes into a saved file, only replaces it. Elsewhere a byte copy,
-    fsynced. Either way `dst` is replaced atomically, like `save`.
+    A byte copy (the kernel's own on Linux, from the page cache the save just filled), fsynced,
+    then `os.replace`, like `save`: a fifth of the time of serialising the state again. Not a
+    hard link: a user's `cp other.ckpt model.ckpt` rewrites a file in place, and would then
+    change both names.
     """
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     try:
         try:
-            os.link(src, tmp)
-        except OSError:  # no hard links here (FAT, some network file systems)
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            permit_like_a_new_file(fd)
+        finally:
+            os.close(fd)
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    _replace_durably(tmp, dst)
+    _replace_durably(Path(tmp), dst)
 
 
 def _replace_durably(tmp: Path, path: Path) -> None:
@@ -145,6 +146,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
                 f"refused to load {path}: it contains Python objects that could run code when "
                 "loaded (a pickle payload); tinygpt only loads plain tensors",
                 hint="only use checkpoints written by tinygpt from a source you trust") from None
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (not a file torch.save "
+                              "wrote)") from None
+    except UnicodeDecodeError:  # a ValueError, but from bytes that were never a pickle's text
         raise CheckpointError(f"{path} is not a tinygpt checkpoint (not a file torch.save "
                               "wrote)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:

@@ -93,6 +93,7 @@ def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int
 
 
 ESTIMATE_LOGITS = 1 << 23  # logits per forward pass of the estimate: 32 MB in float32
+ESTIMATE_TOKENS = 1 << 13  # and tokens per pass, which bound the activations of any vocabulary
 
 
 @torch.no_grad()
@@ -104,13 +105,15 @@ def estimate_split_loss(model: torch.nn.Module, data: torch.Tensor, *, context_l
     `eval_iters` batches of `batch_size` random windows are drawn (in the book's order) from a
     generator seeded with `seed`, then run `rows` windows per forward pass. Every window has the
     same number of tokens, so the mean is the book's mean of batch means however the windows are
-    grouped. By default a pass takes as many windows as keep its logits within ESTIMATE_LOGITS,
-    and at least one batch: on the book's model, all 20 windows in one pass instead of 10 passes
-    of 2 make the estimate about a third faster (`python benchmarks/train_bench.py`).
+    grouped. By default a pass takes as many windows as keep its logits within ESTIMATE_LOGITS
+    and its tokens within ESTIMATE_TOKENS, and at least one batch (never more memory than the
+    book's pass per batch): on the book's model, all 20 windows in one pass instead of 10 passes
+    of 2 make the estimate about a third faster.
     """
     T = context_length
     if rows is None:
-        rows = max(batch_size, ESTIMATE_LOGITS // (T * model.config.vocab_size))
+        fit = min(ESTIMATE_LOGITS // (T * model.config.vocab_size), ESTIMATE_TOKENS // T)
+        rows = max(batch_size, fit)
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=data.device).manual_seed(seed)

@@ -28,10 +28,17 @@ def sinusoidal_table(context_length: int, d_model: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
+def _causal_bias(T: int, device: torch.device) -> torch.Tensor:
+    return torch.full((T, T), float("-inf"), device=device).triu(1)
+
+
 def causal_bias(T: int, device: torch.device) -> torch.Tensor:
     """(T, T): 0 where a query may attend (keys up to its own position), -inf above. Built once
-    per length and device: the CPU dropout path below adds it at every layer of every step."""
-    return torch.full((T, T), float("-inf"), device=device).triu(1)
+    per length and device: the CPU dropout path below adds it at every layer of every step.
+    (torch.compile traces the plain function: dynamo does not follow an lru_cache.)"""
+    if torch.compiler.is_compiling():
+        return _causal_bias.__wrapped__(T, device)
+    return _causal_bias(T, device)
 
 
 def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
@@ -42,7 +49,8 @@ def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
     that was a third of a training step. Here one 64-bit draw from the same (seeded, checkpointed)
     generator gives four 16-bit uniforms, at about a fifth of the cost. The mask comes back as
     floats with the scale folded in, so applying it is one multiplication forward and one
-    backward (a boolean mask would be converted to floats again in both).
+    backward (a boolean mask would be converted to floats again in both). `dtype` is float32 or
+    float64: bfloat16 would round the scale itself (1/0.9 to 1.109).
     """
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
@@ -51,13 +59,21 @@ def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
     return keep.to(dtype).mul_(65536 / (65536 - dropped))
 
 
+def apply_dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x times a fresh `dropout_mask`; in bfloat16 or float16 (CPU autocast) the product is taken
+    in float32 and rounded once, as F.dropout scales in float32."""
+    if x.dtype in (torch.float32, torch.float64):
+        return x * dropout_mask(x.shape, p, x.dtype)
+    return (x * dropout_mask(x.shape, p)).to(x.dtype)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """`F.dropout`, with `dropout_mask` on the CPU; other devices keep `F.dropout`."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    return x * dropout_mask(x.shape, p, x.dtype)
+    return apply_dropout_mask(x, p)
 
 
 class Dropout(nn.Module):
@@ -162,7 +178,7 @@ class CausalSelfAttention(nn.Module):
         att = torch.baddbmm(causal_bias(T, q.device), q.reshape(B * H, T, hs),
                             k.reshape(B * H, T, hs).mT, alpha=1.0 / math.sqrt(hs))
         att = att.softmax(dim=-1)  # (B*H, T, T)
-        att = att * dropout_mask(att.shape, self.dropout, att.dtype)
+        att = apply_dropout_mask(att, self.dropout)
         return (att @ v.reshape(B * H, T, hs)).view(B, H, T, hs)
 
 

@@ -17,7 +17,9 @@ from collections.abc import Iterable
 import torch
 from torch.optim.adamw import adamw
 
-FUSED_DEVICES = ("cuda", "cpu")  # where torch has a fused AdamW kernel for float parameters
+# where tinygpt uses torch's fused AdamW kernel, as it did with torch.optim.AdamW (torch has one
+# for mps and xpu too; those keep torch's default path)
+FUSED_DEVICES = ("cuda", "cpu")
 
 
 class AdamW:
@@ -26,9 +28,9 @@ class AdamW:
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, fused: bool | None = None) -> None:
-        params = [p for p in params if p.requires_grad]
+        params = list(params)  # frozen ones too: torch numbers every parameter in its state dict
         if not params:
-            raise ValueError("AdamW got no parameters that require a gradient")
+            raise ValueError("AdamW got no parameters")
         if fused is None:
             fused = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
         # the keys of torch.optim.AdamW's group, so its state dict and ours are interchangeable

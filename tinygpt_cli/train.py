@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .allocator import keep_freed_memory
 from .config import MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
@@ -321,8 +320,6 @@ class Trainer:
         self.dist = Dist.from_env()
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.dtype = resolve_dtype(self.cfg.dtype, self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults for the buffers every step frees and reallocates
         self.out = Path(request.out)
         if self.dist.main:
             check_writable(self.out)
@@ -665,13 +662,15 @@ class Trainer:
                          time.perf_counter() - started)
         metrics.write({"type": "eval", **_record(event)})
         yield event
-        self.save(self.out)
-        yield CheckpointSaved(self.out, step, False)
-        if is_best:
+        if is_best:  # best first: a crash between the two leaves the older checkpoint to resume
             best_path = ckpt.related_path(self.out, "best")
-            if self.dist.main:
-                ckpt.copy(self.out, best_path)  # the same bytes: a hard link, not a second save
+            self.save(best_path)
             yield CheckpointSaved(best_path, step, True)
+            if self.dist.main:
+                ckpt.copy(best_path, self.out)  # the same state: copy the bytes, not save again
+        else:
+            self.save(self.out)
+        yield CheckpointSaved(self.out, step, False)
 
     def sample(self, step: int) -> Sample:
         """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""

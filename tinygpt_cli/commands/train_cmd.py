@@ -167,6 +167,10 @@ def _run(cli_values: dict) -> None:
         _check_extras(cli_values)  # a missing optional package is said now, not after the run
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
         trainer = Trainer(request, tokenize_progress=progress)
+    if trainer.device.type == "cpu":
+        from ..allocator import keep_freed_memory
+
+        keep_freed_memory()  # the process is ours: no page faults for what each step reallocates
     reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
         else ui.TrainReporter
     done = None
