@@ -8,8 +8,8 @@ import pytest
 
 from tinygpt_cli.allocator import is_glibc
 
-# Minor page faults per training step of the book's model (random tokens, CPU), after warm-up,
-# in a fresh process with or without the tuning.
+# Minor page faults of the median training step of the book's model (random tokens, CPU), after
+# warm-up, in a fresh process with or without the tuning.
 PROBE = """
 import resource, sys
 import torch
@@ -30,12 +30,14 @@ def step():
     model(x, y)[1].backward()
     opt.step()
 
-for _ in range(5):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     step()
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 10)
+faults = []
+for _ in range(30):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, sorted(faults)[len(faults) // 2])  # the median step
 """
 
 
@@ -56,8 +58,8 @@ def test_training_steps_reuse_freed_memory_without_page_faults():
     _, untuned = faults_per_step("default")
     applied, tuned = faults_per_step("tuned")
     assert applied == "True"
-    assert untuned > 200  # MBs of fresh pages every step
-    assert tuned < untuned / 10
+    assert untuned > 50  # fresh pages, zeroed by the kernel, every step (220-1500 seen)
+    assert tuned < 10  # the same pages again
 
 
 def test_elsewhere_it_does_nothing(monkeypatch):
