@@ -103,7 +103,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(token_cache, tmp_pa
     before = path.read_bytes()
 
     def disk_full(obj, f):
-        f.write(b"PK\x03\x04 half a checkpoint")
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt.torch, "save", disk_full)
