@@ -182,6 +182,107 @@ def test_cpu_dropout_attention_is_sdpas_causal_attention_with_the_mask_applied(m
     assert not torch.allclose(dropped, reference)  # the real mask drops something
 
 
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_dropout_masks_are_exactly_the_16_bit_threshold(p):
+    """The float arithmetic that builds a mask (shift, clamp, scale) must give exactly what the
+    plain comparison gives, for every one of the 65536 uniforms: kept where u reaches
+    round(p * 65536)."""
+    u = torch.arange(-32768, 32768).to(torch.int16)
+    dropped = round(p * 65536)
+    scale = 65536 / (65536 - dropped)
+    for dtype in (torch.float32, torch.float64):
+        want = torch.zeros(65536, dtype=dtype)
+        want[u.long() + 32768 >= dropped] = scale
+        assert torch.equal(model_mod._threshold(u, p, dtype), want)
+
+
+def test_dropout_masks_come_from_one_draw_of_the_generator():
+    shapes = [torch.Size((3, 40)), torch.Size((2, 8, 8)), torch.Size((12,))]
+    torch.manual_seed(7)
+    masks = model_mod.dropout_masks(shapes, 0.2)
+    assert [m.shape for m in masks] == shapes and masks[1].dtype == torch.float32
+    torch.manual_seed(7)
+    n = sum(math.prod(shape) for shape in shapes)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    want = model_mod._threshold(bits.view(torch.int16)[:n], 0.2, torch.float32)
+    assert torch.equal(torch.cat([m.flatten() for m in masks]), want)
+    assert model_mod.dropout_masks(shapes, 0.2, torch.float64)[0].dtype == torch.float64
+
+
+def test_residual_dropout_is_one_addcmul_with_the_mask_and_its_gradient():
+    residual = torch.randn(2, 5, 8, requires_grad=True)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    mask = model_mod.dropout_mask(x.shape, 0.3)
+    out = model_mod.add_dropped(residual, x, 0.3, training=True, mask=mask)
+    torch.testing.assert_close(out, residual + x * mask, rtol=0, atol=1e-6)
+    out.backward(torch.ones_like(out))
+    assert torch.equal(residual.grad, torch.ones_like(residual))
+    assert torch.equal(x.grad, mask)
+    torch.testing.assert_close(model_mod.add_dropped(residual, x, 0.3, training=False),
+                               residual + x, rtol=0, atol=0)
+    # under CPU autocast the branch is bfloat16 and the stream float32: dropped in float32
+    half = x.detach().to(torch.bfloat16)
+    out = model_mod.add_dropped(residual.detach(), half, 0.3, training=True, mask=mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, residual + (half.float() * mask).to(torch.bfloat16).float())
+
+
+DROPPY = ModelConfig(vocab_size=64, d_model=16, num_blocks=2, num_heads=2, context_length=16,
+                     dropout=0.3)
+
+
+def test_one_draw_per_training_pass_gives_the_masks_each_layer_would_draw(monkeypatch):
+    """GPT.forward draws every mask of a CPU training pass at once. Each mask's size is a multiple
+    of 4 here, so the pooled draw is the same bits as one draw per layer in the order the layers
+    use them: the two passes must agree exactly, forward and backward."""
+    model = GPT(DROPPY).train()
+    idx = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
+    targets = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(11)
+        model.zero_grad(set_to_none=True)
+        logits, loss = model(idx, targets)
+        loss.backward()
+        return logits, [p.grad.clone() for p in model.parameters()]
+
+    pooled, pooled_grads = run()
+    monkeypatch.setattr(GPT, "_dropout_masks", lambda self, x: None)  # each layer draws its own
+    per_layer, per_layer_grads = run()
+    assert torch.equal(pooled, per_layer)
+    for a, b in zip(pooled_grads, per_layer_grads, strict=True):
+        assert torch.equal(a, b)
+    torch.manual_seed(12)
+    assert not torch.equal(model(idx)[0], pooled)  # a different seed drops differently
+
+
+def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch):
+    """With every mask forced to ones, the CPU training path (pooled masks, manual attention,
+    addcmul residuals) must compute the eval path's function (SDPA), values and gradients."""
+    model = GPT(DROPPY)
+    idx = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
+    targets = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
+    drawn = []
+
+    def ones(shapes, p, dtype=torch.float32):
+        drawn.append(list(shapes))
+        return [torch.ones(shape, dtype=dtype) for shape in shapes]
+
+    monkeypatch.setattr(model_mod, "dropout_masks", ones)
+    grads = {}
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        model.zero_grad(set_to_none=True)
+        _, loss = model(idx, targets)
+        loss.backward()
+        grads[mode] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(grads["train"][0], grads["eval"][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads["train"][1], grads["eval"][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    B, T, C, H = 2, DROPPY.context_length, DROPPY.d_model, DROPPY.num_heads
+    assert drawn == [[(B, T, C)] + [(B * H, T, T), (B, T, C), (B, T, C)] * DROPPY.num_blocks]
+
+
 def test_cache_prefill_then_token_by_token_matches_full_forward():
     model = sharp_model()
     idx = torch.randint(0, CFG.vocab_size, (2, CFG.context_length))

@@ -37,6 +37,28 @@ def test_updates_match_torch_adamw_bit_for_bit(fused):
     assert not torch.equal(next(ours.parameters()), next(two_layers().parameters()))  # it moved
 
 
+def test_step_counts_follow_each_parameter_when_only_some_have_gradients():
+    """The counts are packed into one tensor and added to at once while every parameter steps;
+    a step where one has no gradient must still count only the others, as torch's does."""
+    ours, theirs = two_layers(), two_layers()
+    our_opt = AdamW(ours.parameters(), lr=1e-2, weight_decay=0.1)
+    their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        x = torch.randn(4, 6, generator=gen)
+        for model, opt in ((ours, our_opt), (theirs, their_opt)):
+            opt.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+            if step in (2, 3):
+                model[0].bias.grad = None  # this parameter sits these steps out
+            opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+    counts = [s["step"].item() for s in our_opt.state_dict()["state"].values()]
+    assert counts == [6.0, 4.0, 6.0, 6.0]
+    assert counts == [s["step"].item() for s in their_opt.state_dict()["state"].values()]
+
+
 def test_state_dicts_move_both_ways_between_ours_and_torchs():
     """Checkpoints written before tinygpt had its own AdamW (torch.optim's) still resume."""
     reference = two_layers()

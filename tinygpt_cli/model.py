@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,39 +42,82 @@ def causal_bias(T: int, device: torch.device) -> torch.Tensor:
     return _causal_bias(T, device)
 
 
-def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
-                 ) -> torch.Tensor:
-    """Dropout's multiplier: 0 with probability p (to 1/65536), else 1 / P(keep).
+def dropout_masks(shapes: Sequence[torch.Size], p: float, dtype: torch.dtype = torch.float32
+                  ) -> list[torch.Tensor]:
+    """Dropout's multipliers for tensors of these shapes: 0 with probability p (to 1/65536), else
+    1 / P(keep).
 
     PyTorch's CPU dropout draws one Bernoulli sample per element, and on the book's small model
     that was a third of a training step. Here one 64-bit draw from the same (seeded, checkpointed)
-    generator gives four 16-bit uniforms, at about a fifth of the cost. The mask comes back as
-    floats with the scale folded in, so applying it is one multiplication forward and one
-    backward (a boolean mask would be converted to floats again in both). `dtype` is float32 or
-    float64: bfloat16 would round the scale itself (1/0.9 to 1.109).
+    generator gives four 16-bit uniforms, at about a fifth of the cost, and one draw serves every
+    mask of a forward pass: the book's model takes 19 masks per step, mostly small, and each
+    separate draw would pay the per-operation overhead again. The masks come back as floats with
+    the scale folded in, so applying one is a single multiplication forward and backward (a
+    boolean mask would be converted to floats again in both). `dtype` is float32 or float64:
+    bfloat16 would round the scale itself (1/0.9 to 1.109).
     """
-    n = math.prod(shape)
+    sizes = [math.prod(shape) for shape in shapes]
+    n = sum(sizes)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    dropped = round(p * 65536)  # uniforms below this threshold are dropped
-    keep = bits.view(torch.int16)[:n].view(shape) >= dropped - 32768
-    return keep.to(dtype).mul_(65536 / (65536 - dropped))
+    masks = _threshold(bits.view(torch.int16)[:n], p, dtype)
+    return [mask.view(shape) for mask, shape in zip(masks.split(sizes), shapes, strict=True)]
 
 
-def apply_dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """x times a fresh `dropout_mask`; in bfloat16 or float16 (CPU autocast) the product is taken
-    in float32 and rounded once, as F.dropout scales in float32."""
+def _threshold(u: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """int16 uniforms u -> dropout multipliers: 0 where u + 32768 < round(p * 65536), else the
+    scale 1 / P(keep).
+
+    Shifted by one less than the threshold and clamped to [0, 1], u is exactly 1 where kept and 0
+    where dropped. (Comparisons, which return booleans, and booleans to floats are each 4-6x slower
+    on a CPU than these three float operations.)
+    """
+    dropped = round(p * 65536)
+    return u.to(dtype).sub_(dropped - 32769).clamp_(0, 1).mul_(65536 / (65536 - dropped))
+
+
+def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
+                 ) -> torch.Tensor:
+    """One tensor's `dropout_masks`."""
+    return dropout_masks([shape], p, dtype)[0]
+
+
+def _mask_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def apply_dropout_mask(x: torch.Tensor, p: float, mask: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """x times `mask` (by default a fresh `dropout_mask`). In bfloat16 or float16 (CPU autocast)
+    the product is taken in float32 and rounded once, as F.dropout scales in float32."""
+    if mask is None:
+        mask = dropout_mask(x.shape, p, _mask_dtype(x))
     if x.dtype in (torch.float32, torch.float64):
-        return x * dropout_mask(x.shape, p, x.dtype)
-    return (x * dropout_mask(x.shape, p)).to(x.dtype)
+        return x * mask
+    return (x * mask).to(x.dtype)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """`F.dropout`, with `dropout_mask` on the CPU; other devices keep `F.dropout`."""
+def dropout(x: torch.Tensor, p: float, training: bool, mask: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """`F.dropout`, with `dropout_masks` on the CPU (`mask`, when the caller drew it); other
+    devices keep `F.dropout`."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    return apply_dropout_mask(x, p)
+    return apply_dropout_mask(x, p, mask)
+
+
+def add_dropped(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + dropout(x): a branch joining the residual stream. On the CPU in float32 it is
+    one `addcmul` with the mask, a third fewer operations forward and backward than a product
+    then a sum."""
+    if training and p > 0.0 and x.device.type == "cpu" and x.dtype == residual.dtype \
+            and x.dtype in (torch.float32, torch.float64):
+        if mask is None:
+            mask = dropout_mask(x.shape, p, x.dtype)
+        return torch.addcmul(residual, x, mask)
+    return residual + dropout(x, p, training, mask)
 
 
 class Dropout(nn.Module):
@@ -83,8 +127,8 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return dropout(x, self.p, self.training, mask)
 
 
 class KVCache:
@@ -132,12 +176,14 @@ class CausalSelfAttention(nn.Module):
         # one matmul for all heads' queries, keys and values; no bias, like the book's Wq/Wk/Wv
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.proj = nn.Linear(config.d_model, config.d_model)
-        self.resid_dropout = Dropout(config.dropout)
         self.num_heads = config.num_heads
         self.dropout = config.dropout
         self.layer = layer  # which slot of a KVCache is ours
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
+                masks: Iterator[torch.Tensor] | None = None) -> torch.Tensor:
+        """The heads' output projected back to (B, T, C); its dropout is the block's, as it joins
+        the residual stream. `masks`: the pass's dropout masks (see GPT.forward), next one ours."""
         B, T, C = x.size()
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, hs)
@@ -158,27 +204,28 @@ class CausalSelfAttention(nn.Module):
             kv_cache.update(self.layer, k, v)  # empty cache: the chunk attends to itself, causally
 
         if self.training and self.dropout > 0 and x.device.type == "cpu":
-            y = self._attention_with_dropout(q, k, v)
+            y = self._attention_with_dropout(q, k, v, next(masks) if masks else None)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal,
                 dropout_p=self.dropout if self.training else 0.0,
             )  # (B, H, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
-        return self.resid_dropout(self.proj(y))
+        return self.proj(y)
 
-    def _attention_with_dropout(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                                ) -> torch.Tensor:
+    def _attention_with_dropout(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Causal attention with dropout on the weights, as SDPA's math path computes it.
 
         Used only to train on the CPU with dropout: there SDPA falls back to that path anyway,
-        drawing its dropout mask one Bernoulli sample at a time; `dropout_mask` is cheaper.
+        drawing its dropout mask one Bernoulli sample at a time; `dropout_masks` is cheaper.
+        `mask`: the (B*H, T, T) dropout mask, drawn here if not given.
         """
         B, H, T, hs = q.size()
         att = torch.baddbmm(causal_bias(T, q.device), q.reshape(B * H, T, hs),
                             k.reshape(B * H, T, hs).mT, alpha=1.0 / math.sqrt(hs))
         att = att.softmax(dim=-1)  # (B*H, T, T)
-        att = apply_dropout_mask(att, self.dropout)
+        att = apply_dropout_mask(att, self.dropout, mask)
         return (att @ v.reshape(B * H, T, hs)).view(B, H, T, hs)
 
 
@@ -187,14 +234,14 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.d_model, 4 * config.d_model)
         self.proj = nn.Linear(4 * config.d_model, config.d_model)
-        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x))))  # (B, T, C)
+        """(B, T, C) out; like the attention's, its dropout is applied by the block."""
+        return self.proj(F.relu(self.fc(x)))  # (B, T, C)
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm: normalise, transform, add back to the residual stream."""
+    """Pre-LayerNorm: normalise, transform, drop out, add back to the residual stream."""
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -202,11 +249,19 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.ln2 = nn.LayerNorm(config.d_model)
         self.ffwd = FeedForward(config)
+        self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), kv_cache)  # (B, T, C)
-        x = x + self.ffwd(self.ln2(x))  # (B, T, C)
-        return x
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
+                masks: Iterator[torch.Tensor] | None = None) -> torch.Tensor:
+        """`masks`: the pass's dropout masks (see GPT.forward), consumed in the order used."""
+        def mask() -> torch.Tensor | None:
+            return next(masks) if masks else None
+
+        # x + dropout(branch), for the attention then the feed-forward
+        x = add_dropped(x, self.attn(self.ln1(x), kv_cache, masks), self.dropout,
+                        self.training, mask())
+        x = add_dropped(x, self.ffwd(self.ln2(x)), self.dropout, self.training, mask())
+        return x  # (B, T, C)
 
 
 class GPT(nn.Module):
@@ -257,9 +312,10 @@ class GPT(nn.Module):
             return self._decode_one(idx, kv_cache), None
 
         x = self.token_embedding(idx) + self.pos_encoding[start:start + T]  # (B, T, C)
-        x = self.dropout(x)
+        masks = self._dropout_masks(x) if kv_cache is None else None
+        x = self.dropout(x, next(masks) if masks else None)
         for block in self.blocks:
-            x = block(x, kv_cache)  # (B, T, C)
+            x = block(x, kv_cache, masks)  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if kv_cache is not None:
             kv_cache.advance(T)
@@ -268,6 +324,18 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
         return logits, loss
+
+    def _dropout_masks(self, x: torch.Tensor) -> Iterator[torch.Tensor] | None:
+        """Training on the CPU: every dropout mask of this pass from one draw (`dropout_masks`),
+        in the order they are used: the embeddings', then per block the attention weights', the
+        attention's output and the feed-forward's output. None where `dropout` applies its own."""
+        c = self.config
+        if not self.training or c.dropout == 0.0 or x.device.type != "cpu":
+            return None
+        B, T, C = x.shape
+        per_block = [torch.Size((B * c.num_heads, T, T)), x.shape, x.shape]
+        return iter(dropout_masks([x.shape, *per_block * c.num_blocks], c.dropout,
+                                  _mask_dtype(x)))
 
     def _decode_one(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """`forward` for one new token of one sequence after a cached prefix, on plain vectors.

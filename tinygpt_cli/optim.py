@@ -41,6 +41,7 @@ class AdamW:
             "decoupled_weight_decay": True,
         }]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self._steps: torch.Tensor | None = None  # every state's step count (see _pack_steps)
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -65,7 +66,21 @@ class AdamW:
                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
             }
+            self._steps = None
         return state
+
+    def _pack_steps(self) -> torch.Tensor | None:
+        """The step counts of every state as views of one tensor, so that when every parameter
+        steps (as in tinygpt's training) one `add_` counts them all: torch's fused path adds 1 to
+        each 0-d count separately, 0.1 ms a step for the book's 71 tensors on a CPU. None if the
+        counts are on several devices."""
+        steps = [s["step"] for s in self.state.values()]
+        if len({t.device for t in steps}) != 1:
+            return None
+        packed = torch.stack(steps)
+        for state, view in zip(self.state.values(), packed.unbind(), strict=True):
+            state["step"] = view
+        return packed
 
     @torch.no_grad()
     def step(self) -> None:
@@ -73,12 +88,27 @@ class AdamW:
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
         states = [self._state_of(p) for p in params]
+        grads = [p.grad for p in params]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         beta1, beta2 = group["betas"]
-        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-              [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
-              foreach=None if group["fused"] else group["foreach"], fused=group["fused"],
-              amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        if not group["fused"]:
+            adamw(params, grads, exp_avgs, exp_avg_sqs, [], [s["step"] for s in states],
+                  foreach=group["foreach"], amsgrad=False, beta1=beta1, beta2=beta2,
+                  lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                  maximize=False)
+            return
+        # what torch.optim.adamw's fused path does, with the step counts added to at once
+        if self._steps is None:
+            self._steps = self._pack_steps()
+        if self._steps is not None and len(params) == len(self.state):
+            self._steps.add_(1)
+        else:
+            torch._foreach_add_([s["step"] for s in states], 1)
+        torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [],
+                            [s["step"] for s in states], lr=group["lr"], beta1=beta1,
+                            beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                            amsgrad=False, maximize=False)
 
     def state_dict(self) -> dict:
         """torch.optim.AdamW's layout: parameters by index, the group's settings, the moments."""
@@ -117,3 +147,4 @@ class AdamW:
             if key in saved:
                 self.param_groups[0][key] = tuple(saved[key]) if key == "betas" else saved[key]
         self.state = loaded
+        self._steps = None
