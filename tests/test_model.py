@@ -231,29 +231,39 @@ DROPPY = ModelConfig(vocab_size=64, d_model=16, num_blocks=2, num_heads=2, conte
                      dropout=0.3)
 
 
-def test_one_draw_per_training_pass_gives_the_masks_each_layer_would_draw(monkeypatch):
-    """GPT.forward draws every mask of a CPU training pass at once. Each mask's size is a multiple
-    of 4 here, so the pooled draw is the same bits as one draw per layer in the order the layers
-    use them: the two passes must agree exactly, forward and backward."""
+@pytest.mark.parametrize("T", [1, 2, 5, 16, 17])
+def test_causal_masks_give_every_entry_on_and_below_the_diagonal_its_own_draw(T):
+    n = 3
+    shape = model_mod.causal_packed_shape(n, T)
+    packed = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)
+    masks = model_mod.unfold_causal(packed, T)
+    assert masks.shape == (n, T, T) and masks.is_contiguous()
+    rows, cols = torch.tril_indices(T, T)
+    used = masks[:, rows, cols]  # (n, T(T+1)/2): the entries that count
+    assert used.flatten().unique().numel() == n * T * (T + 1) // 2  # all distinct draws
+    assert 2 * shape[1] * shape[2] <= T * (T + 1) + T + 1  # about half of a full (T, T) draw
+
+
+def test_a_training_pass_uses_each_drawn_mask_exactly_once(monkeypatch):
     model = GPT(DROPPY).train()
+    handed_out = []
+    pooled = GPT._dropout_masks
+
+    def counting(self, x):
+        masks = list(pooled(self, x))
+        handed_out.append(len(masks))
+
+        def each():
+            for i, mask in enumerate(masks):
+                handed_out.append(i)
+                yield mask
+        return each()
+
+    monkeypatch.setattr(GPT, "_dropout_masks", counting)
     idx = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
-    targets = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
-
-    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
-        torch.manual_seed(11)
-        model.zero_grad(set_to_none=True)
-        logits, loss = model(idx, targets)
-        loss.backward()
-        return logits, [p.grad.clone() for p in model.parameters()]
-
-    pooled, pooled_grads = run()
-    monkeypatch.setattr(GPT, "_dropout_masks", lambda self, x: None)  # each layer draws its own
-    per_layer, per_layer_grads = run()
-    assert torch.equal(pooled, per_layer)
-    for a, b in zip(pooled_grads, per_layer_grads, strict=True):
-        assert torch.equal(a, b)
-    torch.manual_seed(12)
-    assert not torch.equal(model(idx)[0], pooled)  # a different seed drops differently
+    model(idx, idx)
+    count = 1 + 3 * DROPPY.num_blocks  # the embeddings', then three per block
+    assert handed_out == [count, *range(count)]
 
 
 def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch):
@@ -279,8 +289,8 @@ def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch):
     torch.testing.assert_close(grads["train"][0], grads["eval"][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(grads["train"][1], grads["eval"][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    B, T, C, H = 2, DROPPY.context_length, DROPPY.d_model, DROPPY.num_heads
-    assert drawn == [[(B, T, C)] + [(B * H, T, T), (B, T, C), (B, T, C)] * DROPPY.num_blocks]
+    B, T, C, H, L = 2, DROPPY.context_length, DROPPY.d_model, DROPPY.num_heads, DROPPY.num_blocks
+    assert drawn == [[model_mod.causal_packed_shape(L * B * H, T), (2 * L + 1, B, T, C)]]
 
 
 def test_cache_prefill_then_token_by_token_matches_full_forward():

@@ -81,6 +81,29 @@ def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32
     return dropout_masks([shape], p, dtype)[0]
 
 
+def causal_packed_shape(n: int, T: int) -> torch.Size:
+    """The shape of `unfold_causal`'s input for n (T, T) attention-dropout masks: a little over
+    half their size."""
+    return torch.Size((n, (T + 1) // 2, T + 1))
+
+
+def unfold_causal(packed: torch.Tensor, T: int) -> torch.Tensor:
+    """(n, ceil(T/2), T+1) dropout multipliers -> (n, T, T) masks for causal attention weights.
+
+    A query attends only to keys at or before it, so of a (T, T) mask only the T(T+1)/2 entries
+    on and below the diagonal matter: drawing those alone halves the random bits the attention
+    masks need, which were three quarters of a CPU training step's draw. Row i (i < ceil(T/2))
+    takes packed row i's first i+1 entries; row T-1-i takes the rest of packed row i (T-i
+    entries), reversed. So every entry on or below a diagonal is its own draw. The entries above
+    repeat others, and never count: they multiply weights the causal mask has made exactly 0,
+    whose softmax gradient is 0 as well.
+    """
+    h = (T + 1) // 2
+    top = packed[:, :, :T]  # rows 0 .. h-1
+    bottom = packed[:, :T - h].flip(1, 2)[:, :, :T]  # rows h .. T-1
+    return torch.cat([top, bottom], dim=1)
+
+
 def _mask_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -219,9 +242,12 @@ class CausalSelfAttention(nn.Module):
 
         Used only to train on the CPU with dropout: there SDPA falls back to that path anyway,
         drawing its dropout mask one Bernoulli sample at a time; `dropout_masks` is cheaper.
-        `mask`: the (B*H, T, T) dropout mask, drawn here if not given.
+        `mask`: the (B*H, T, T) dropout mask (see `unfold_causal`), drawn here if not given.
         """
         B, H, T, hs = q.size()
+        if mask is None:
+            packed = dropout_mask(causal_packed_shape(B * H, T), self.dropout, _mask_dtype(q))
+            mask = unfold_causal(packed, T)
         att = torch.baddbmm(causal_bias(T, q.device), q.reshape(B * H, T, hs),
                             k.reshape(B * H, T, hs).mT, alpha=1.0 / math.sqrt(hs))
         att = att.softmax(dim=-1)  # (B*H, T, T)
@@ -327,15 +353,21 @@ class GPT(nn.Module):
 
     def _dropout_masks(self, x: torch.Tensor) -> Iterator[torch.Tensor] | None:
         """Training on the CPU: every dropout mask of this pass from one draw (`dropout_masks`),
-        in the order they are used: the embeddings', then per block the attention weights', the
-        attention's output and the feed-forward's output. None where `dropout` applies its own."""
+        in the order they are used: the embeddings', then per block the attention weights' (see
+        `unfold_causal`), the attention's output and the feed-forward's output. None where
+        `dropout` applies its own."""
         c = self.config
         if not self.training or c.dropout == 0.0 or x.device.type != "cpu":
             return None
-        B, T, C = x.shape
-        per_block = [torch.Size((B * c.num_heads, T, T)), x.shape, x.shape]
-        return iter(dropout_masks([x.shape, *per_block * c.num_blocks], c.dropout,
-                                  _mask_dtype(x)))
+        L, (B, T, C) = c.num_blocks, x.shape
+        packed, streams = dropout_masks(
+            [causal_packed_shape(L * B * c.num_heads, T), torch.Size((2 * L + 1, B, T, C))],
+            c.dropout, _mask_dtype(x))
+        attention = unfold_causal(packed, T).view(L, B * c.num_heads, T, T)
+        order = [streams[0]]
+        for i in range(L):
+            order += [attention[i], streams[2 * i + 1], streams[2 * i + 2]]
+        return iter(order)
 
     def _decode_one(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """`forward` for one new token of one sequence after a cached prefix, on plain vectors.
