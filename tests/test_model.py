@@ -266,17 +266,18 @@ def test_a_training_pass_uses_each_drawn_mask_exactly_once(monkeypatch):
     assert handed_out == [count, *range(count)]
 
 
-def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch, dtype):
     """With every mask forced to ones, the CPU training path (pooled masks, manual attention,
     addcmul residuals) must compute the eval path's function (SDPA), values and gradients."""
-    model = GPT(DROPPY)
+    model = GPT(DROPPY).to(dtype)
     idx = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
     targets = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
     drawn = []
 
-    def ones(shapes, p, dtype=torch.float32):
-        drawn.append(list(shapes))
-        return [torch.ones(shape, dtype=dtype) for shape in shapes]
+    def ones(shapes, p, mask_dtype=torch.float32):
+        drawn.append((list(shapes), mask_dtype))
+        return [torch.ones(shape, dtype=mask_dtype) for shape in shapes]
 
     monkeypatch.setattr(model_mod, "dropout_masks", ones)
     grads = {}
@@ -290,7 +291,7 @@ def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch):
     for a, b in zip(grads["train"][1], grads["eval"][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     B, T, C, H, L = 2, DROPPY.context_length, DROPPY.d_model, DROPPY.num_heads, DROPPY.num_blocks
-    assert drawn == [[model_mod.causal_packed_shape(L * B * H, T), (2 * L + 1, B, T, C)]]
+    assert drawn == [([model_mod.causal_packed_shape(L * B * H, T), (2 * L + 1, B, T, C)], dtype)]
 
 
 def test_cache_prefill_then_token_by_token_matches_full_forward():
