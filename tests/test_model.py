@@ -190,6 +190,7 @@ def test_dropout_masks_are_exactly_the_16_bit_threshold(p):
     u = torch.arange(-32768, 32768).to(torch.int16)
     dropped = round(p * 65536)
     scale = 65536 / (65536 - dropped)
+    assert model_mod._threshold(u, 0.9999999, torch.float32).count_nonzero() == 1  # not 1/0
     for dtype in (torch.float32, torch.float64):
         want = torch.zeros(65536, dtype=dtype)
         want[u.long() + 32768 >= dropped] = scale
@@ -241,7 +242,23 @@ def test_causal_masks_give_every_entry_on_and_below_the_diagonal_its_own_draw(T)
     rows, cols = torch.tril_indices(T, T)
     used = masks[:, rows, cols]  # (n, T(T+1)/2): the entries that count
     assert used.flatten().unique().numel() == n * T * (T + 1) // 2  # all distinct draws
-    assert 2 * shape[1] * shape[2] <= T * (T + 1) + T + 1  # about half of a full (T, T) draw
+
+
+def test_attention_mask_entries_above_the_diagonal_change_nothing():
+    """unfold_causal fills them with repeats: they must not reach the output or any gradient."""
+    config = ModelConfig(vocab_size=64, d_model=16, num_blocks=1, num_heads=2,
+                         context_length=16, dropout=0.3)
+    attn = model_mod.CausalSelfAttention(config, 0)
+    q, k, v = (torch.randn(2, 2, 16, 8, requires_grad=True) for _ in range(3))
+    mask = model_mod.dropout_mask(torch.Size((4, 16, 16)), 0.3)
+    mask += torch.rand(4, 16, 16).triu(1) * 5  # garbage above the diagonal only
+    results = []
+    for m in (mask, mask.tril()):
+        out = attn._attention_with_dropout(q, k, v, m)
+        results.append((out, torch.autograd.grad(out.square().sum(), (q, k, v))))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_a_training_pass_uses_each_drawn_mask_exactly_once(monkeypatch):

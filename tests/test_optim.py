@@ -101,6 +101,42 @@ def test_a_state_dict_for_another_model_is_refused():
     assert opt.state == {}  # a refused load leaves the optimizer as it was
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_step_without_any_gradient_changes_nothing(fused):
+    model = two_layers()
+    opt = AdamW(model.parameters(), lr=1e-2, fused=fused)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()  # as torch's does: nothing to update is not an error
+    train(model, opt, 1)
+    after_one = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad(set_to_none=True)
+    opt.step()
+    for a, b in zip(after_one, model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(before[0], after_one[0])
+    assert [s["step"].item() for s in opt.state.values()] == [1.0] * 4
+
+
+def test_mixed_dtypes_and_a_tensor_rate_take_torchs_grouping_path():
+    """The direct call to the fused kernel takes one device and dtype; anything else goes through
+    torch's functional AdamW, which groups them, and must still match torch."""
+    def mixed():
+        torch.manual_seed(0)
+        return nn.ParameterList([nn.Parameter(torch.randn(3)),
+                                 nn.Parameter(torch.randn(4, dtype=torch.float64))])
+
+    ours, theirs = mixed(), mixed()
+    our_opt = AdamW(ours.parameters(), lr=torch.tensor(1e-2))
+    their_opt = torch.optim.AdamW(theirs.parameters(), lr=torch.tensor(1e-2), fused=True)
+    for _ in range(3):
+        for params, opt in ((ours, our_opt), (theirs, their_opt)):
+            opt.zero_grad(set_to_none=True)
+            sum(p.square().sum() for p in params).backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_weight_decay_and_rate_are_read_from_the_group_at_each_step():
     p = nn.Parameter(torch.ones(3))
     opt = AdamW([p], lr=0.5, weight_decay=0.0)

@@ -60,8 +60,9 @@ def dropout_masks(shapes: Sequence[torch.Size], p: float, dtype: torch.dtype = t
     sizes = [math.prod(shape) for shape in shapes]
     n = sum(sizes)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    masks = _threshold(bits.view(torch.int16)[:n], p, dtype)
-    return [mask.view(shape) for mask, shape in zip(masks.split(sizes), shapes, strict=True)]
+    # one tensor per mask, so that each is freed on its own (a view would keep the whole draw)
+    return [_threshold(u, p, dtype).view(shape)
+            for u, shape in zip(bits.view(torch.int16)[:n].split(sizes), shapes, strict=True)]
 
 
 def _threshold(u: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
@@ -72,7 +73,7 @@ def _threshold(u: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
     where dropped. (Comparisons, which return booleans, and booleans to floats are each 4-6x slower
     on a CPU than these three float operations.)
     """
-    dropped = round(p * 65536)
+    dropped = min(round(p * 65536), 65535)  # p just below 1 keeps 1 in 65536, not none
     return u.to(dtype).sub_(dropped - 32769).clamp_(0, 1).mul_(65536 / (65536 - dropped))
 
 
@@ -94,10 +95,10 @@ def unfold_causal(packed: torch.Tensor, T: int) -> torch.Tensor:
     A query attends only to keys at or before it, so of a (T, T) mask only the T(T+1)/2 entries
     on and below the diagonal matter: drawing those alone halves the random bits the attention
     masks need, which were three quarters of a CPU training step's draw. Row i (i < ceil(T/2))
-    takes packed row i's first i+1 entries; row T-1-i takes the rest of packed row i (T-i
-    entries), reversed. So every entry on or below a diagonal is its own draw. The entries above
-    repeat others, and never count: they multiply weights the causal mask has made exactly 0,
-    whose softmax gradient is 0 as well.
+    takes packed row i's first i+1 entries, and for i < floor(T/2) row T-1-i takes the rest of
+    packed row i (T-i entries), reversed. So every entry on or below the diagonal is its own draw.
+    The entries above repeat others, and never count: they multiply weights the causal mask has
+    made exactly 0, whose softmax gradient is 0 as well.
     """
     h = (T + 1) // 2
     top = packed[:, :, :T]  # rows 0 .. h-1

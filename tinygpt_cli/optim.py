@@ -87,18 +87,24 @@ class AdamW:
         """One update of every parameter that has a gradient."""
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
         states = [self._state_of(p) for p in params]
         grads = [p.grad for p in params]
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         beta1, beta2 = group["betas"]
-        if not group["fused"]:
+        one_kind = len({(p.device, p.dtype) for p in params}) == 1
+        if not (group["fused"] and one_kind and not isinstance(group["lr"], torch.Tensor)):
+            # torch's functional path groups the tensors by device and dtype (the fused kernel
+            # takes one of each) and moves a tensor learning rate to each device
             adamw(params, grads, exp_avgs, exp_avg_sqs, [], [s["step"] for s in states],
-                  foreach=group["foreach"], amsgrad=False, beta1=beta1, beta2=beta2,
-                  lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-                  maximize=False)
+                  foreach=None if group["fused"] else group["foreach"], fused=group["fused"],
+                  amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
             return
-        # what torch.optim.adamw's fused path does, with the step counts added to at once
+        # what torch.optim.adamw's fused path does for one device and dtype, with the step counts
+        # added to at once
         if self._steps is None:
             self._steps = self._pack_steps()
         if self._steps is not None and len(params) == len(self.state):
@@ -106,7 +112,7 @@ class AdamW:
         else:
             torch._foreach_add_([s["step"] for s in states], 1)
         torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [],
-                            [s["step"] for s in states], lr=group["lr"], beta1=beta1,
+                            [s["step"] for s in states], lr=float(group["lr"]), beta1=beta1,
                             beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                             amsgrad=False, maximize=False)
 
