@@ -66,8 +66,8 @@ def dropout_masks(shapes: Sequence[torch.Size], p: float, dtype: torch.dtype = t
 
 
 def _threshold(u: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
-    """int16 uniforms u -> dropout multipliers: 0 where u + 32768 < round(p * 65536), else the
-    scale 1 / P(keep).
+    """int16 uniforms u -> dropout multipliers: 0 where u + 32768 < dropped = round(p * 65536)
+    (at most 65535), else the scale 1 / P(keep) = 65536 / (65536 - dropped).
 
     Shifted by one less than the threshold and clamped to [0, 1], u is exactly 1 where kept and 0
     where dropped. (Comparisons, which return booleans, and booleans to floats are each 4-6x slower
