@@ -204,10 +204,31 @@ def test_dropout_masks_come_from_one_draw_of_the_generator():
     assert [m.shape for m in masks] == shapes and masks[1].dtype == torch.float32
     torch.manual_seed(7)
     n = sum(math.prod(shape) for shape in shapes)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    bits = model_mod.random_words((n + 3) // 4)
     want = model_mod._threshold(bits.view(torch.int16)[:n], 0.2, torch.float32)
     assert torch.equal(torch.cat([m.flatten() for m in masks]), want)
     assert model_mod.dropout_masks(shapes, 0.2, torch.float64)[0].dtype == torch.float64
+
+
+def test_random_words_follow_torchs_generator_and_use_all_64_bits():
+    """The dropout bits are decided by torch's seed (so a checkpoint's RNG state resumes them),
+    take one draw of it whatever their number, and are uniform over all 64 bits."""
+    torch.manual_seed(3)
+    first = model_mod.random_words(50_000)
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(model_mod.random_words(50_000), first)
+    assert torch.equal(torch.rand(4), after)  # exactly one draw: the state moved on as before
+    torch.manual_seed(3)
+    assert torch.equal(model_mod.random_words(10), first[:10])  # a prefix of the same stream
+    assert not torch.equal(model_mod.random_words(10), first[:10])  # the next call moves on
+    assert first.dtype == torch.int64 and model_mod.random_words(0).numel() == 0
+    # every bit position is set in about half the words (the 16-bit uniforms use them all)
+    bits = torch.stack([(first >> i) & 1 for i in range(64)])  # (64, n)
+    assert bits.float().mean(dim=1).sub(0.5).abs().max().item() < 0.01
+    u = first.view(torch.int16).long() + 32768  # the uniforms the masks threshold
+    counts = torch.bincount(u // 4096, minlength=16).float()  # 16 equal bins
+    assert (counts / counts.mean() - 1).abs().max().item() < 0.03
 
 
 def test_residual_dropout_is_one_addcmul_with_the_mask_and_its_gradient():
