@@ -113,46 +113,78 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(token_cache, tmp_pa
     assert leftovers(tmp_path, path) == []
 
 
-def test_copy_is_independent_of_the_original(token_cache, tmp_path):
-    """The best model and the last are copies, not one file under two names: replacing the
-    original, or rewriting it in place as `cp other.ckpt model.ckpt` does, leaves the copy."""
+def test_background_save_snapshots_the_state_into_independent_files(token_cache, tmp_path):
+    """One snapshot taken when `save` returns (training goes on changing the weights), written to
+    the best and the last checkpoint as two files, not one file under two names: replacing one,
+    or rewriting it in place as `cp other.ckpt model.ckpt` does, leaves the other."""
     tmp_path = tmp_path / "run"
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
-    ckpt.save(make_state(token_cache.vocab), path)
-    ckpt.copy(path, best)
+    saver = ckpt.BackgroundSaver()
+    state = make_state(token_cache.vocab)
+    weights = state["model_state_dict"]
+    before = {name: tensor.clone() for name, tensor in weights.items()}
+    future = saver.save(state, best, path)
+    for tensor in weights.values():  # the next training step, while the files are written
+        tensor.add_(1.0)
+    assert future.result() is None
+    for name, tensor in ckpt.load(path)["model_state_dict"].items():
+        assert torch.equal(tensor, before[name])
     assert best.read_bytes() == path.read_bytes()
     assert best.stat().st_ino != path.stat().st_ino
     assert best.stat().st_mode == path.stat().st_mode  # the mode a new file gets
 
-    later = make_state(token_cache.vocab)
-    later["step"] = 8
-    ckpt.save(later, path)
-    assert ckpt.load(best)["step"] == 7 and ckpt.load(path)["step"] == 8
-    ckpt.copy(path, best)  # replaces the older copy
-    assert ckpt.load(best)["step"] == 8
-    with open(path, "r+b") as f:  # an in-place rewrite of the original
+    for step in (8, 9, 10):  # saved faster than they are written: they land in order
+        saver.save({**state, "step": step}, path)
+    saver.wait()
+    assert ckpt.load(best)["step"] == 7 and ckpt.load(path)["step"] == 10
+    with open(path, "r+b") as f:  # an in-place rewrite of the last
         f.write(b"garbage")
-    assert ckpt.load(best)["step"] == 8
+    assert ckpt.load(best)["step"] == 7
     assert leftovers(tmp_path, path) == ["model.best.ckpt"]
+    saver.close()
 
 
-def test_a_failed_copy_leaves_the_old_copy_and_no_temporary(token_cache, tmp_path, monkeypatch):
+def test_a_big_state_is_saved_on_the_calling_thread_the_same_way(token_cache, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
     tmp_path = tmp_path / "run"
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
-    ckpt.save(make_state(token_cache.vocab), path)
-    ckpt.copy(path, best)
-    before = best.read_bytes()
-    ckpt.save({**make_state(token_cache.vocab), "step": 9}, path)
+    saver = ckpt.BackgroundSaver()
+    state = make_state(token_cache.vocab)
+    future = saver.save(state, best, path)
+    assert future.done() and future.result() is None
+    assert saver._pool is None  # no worker: written here, never held in memory twice
+    assert ckpt.load(best)["step"] == ckpt.load(path)["step"] == 7
+    assert best.stat().st_ino != path.stat().st_ino
+    assert leftovers(tmp_path, path) == ["model.best.ckpt"]
 
-    def disk_full(src, dst):
-        Path(dst).write_bytes(b"PK\x03\x04 half")
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_failed_background_save_is_one_clear_error_and_keeps_the_old_files(
+        token_cache, tmp_path, monkeypatch, in_memory):
+    if not in_memory:
+        monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
+    tmp_path = tmp_path / "run"
+    path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
+    saver = ckpt.BackgroundSaver()
+    saver.save(make_state(token_cache.vocab), best, path).result()
+    old = path.read_bytes(), best.read_bytes()
+    real_fsync = os.fsync
+
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt.shutil, "copyfile", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        ckpt.copy(path, best)
-    assert best.read_bytes() == before
-    assert leftovers(tmp_path, path) == ["model.best.ckpt"]
+    monkeypatch.setattr(ckpt.os, "fsync", disk_full)
+    future = saver.save({**make_state(token_cache.vocab), "step": 9}, best, path)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*model.best.ckpt"
+                                              r": No space left on device"):
+        future.result()
+    with pytest.raises(CheckpointError, match="No space left"):
+        saver.wait()
+    monkeypatch.setattr(ckpt.os, "fsync", real_fsync)
+    assert (path.read_bytes(), best.read_bytes()) == old
+    assert leftovers(tmp_path, path) == ["model.best.ckpt"]  # no temporary left behind
+    saver.close()
 
 
 SAVER = textwrap.dedent("""

@@ -7,13 +7,14 @@ refused and never executed. The book's two keys (`model_state_dict`, `h_params`)
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import shutil
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -66,20 +67,105 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
     path = Path(path)
     if check_finite and not all_finite(state["model_state_dict"]):
         raise CheckpointError(f"refusing to write {path}: the model has non-finite weights")
-    state = {**state, "format_version": FORMAT_VERSION, "tinygpt_version": __version__}
     with _atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(_stamped(state), tmp)
 
 
-def copy(src: Path, dst: Path) -> None:
-    """Make `dst` an atomic copy of the saved checkpoint `src` (the best model, then the last).
+def _stamped(state: dict) -> dict:
+    return {**state, "format_version": FORMAT_VERSION, "tinygpt_version": __version__}
 
-    Copying the bytes (the kernel's own copy on Linux, from the page cache the save just filled)
-    takes about a third of the time of serialising the state again. Not a hard link: a user's
-    `cp other.ckpt model.ckpt` rewrites a file in place, and would then change both names.
+
+IN_MEMORY_LIMIT = 256 << 20  # tensor bytes up to which BackgroundSaver serialises in memory
+
+
+class BackgroundSaver:
+    """Checkpoints saved while training goes on.
+
+    `save` takes a snapshot at once: the state is serialised into memory (the weights change at
+    the next step). A worker thread then writes those bytes to each path as `save` above does
+    (temporary file, fsync, rename), so the disk's latency leaves the training thread: on the
+    book's run (2-core CPU, ext4) the file writes, fsyncs and the best model's second file took
+    80 of the 100 ms of each evaluation's checkpoints, about 0.9 s a run. Saves are written in
+    the order they were made. A state over IN_MEMORY_LIMIT (a big model) is not copied in memory:
+    it is written on the calling thread instead, after the earlier saves.
+
+    `save` returns a Future that is done once the files are in place; its `result()` raises a
+    failed write as a CheckpointError.
     """
-    with _atomic_path(Path(dst)) as tmp:
-        shutil.copyfile(src, tmp)
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def save(self, state: dict, *paths: Path) -> Future:
+        """Write one snapshot of `state` to each of `paths`, in order (the best model, then the
+        last: separate files with the same bytes)."""
+        paths = tuple(Path(p) for p in paths)
+        state = _stamped(state)
+        # forget the saves that are done, but not the failed ones: `wait` raises those
+        self._pending = [future for future in self._pending
+                         if not future.done() or future.exception() is not None]
+        if _tensor_bytes(state) > IN_MEMORY_LIMIT:
+            self.wait(raise_errors=False)  # in order; an earlier failure is its own Future's
+            done: Future = Future()
+            try:
+                for path in paths:
+                    with _write_error(path), _atomic_path(path) as tmp:
+                        torch.save(state, tmp)
+                done.set_result(None)
+            except CheckpointError as exc:
+                done.set_exception(exc)
+            self._pending.append(done)
+            return done
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygpt-save")
+        future = self._pool.submit(_write_all, buffer.getbuffer(), paths)
+        self._pending.append(future)
+        return future
+
+    def wait(self, raise_errors: bool = True) -> None:
+        """Block until every save so far is on disk; raise the first that failed."""
+        pending, self._pending = self._pending, []
+        errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
+        if errors and raise_errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Wait for the saves in flight (without raising: their Futures hold any failure) and
+        stop the worker; `save` may be called again afterwards."""
+        self.wait(raise_errors=False)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _tensor_bytes(obj) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _write_all(data: memoryview, paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        with _write_error(path), _atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+
+
+@contextmanager
+def _write_error(path: Path) -> Iterator[None]:
+    """A file system error while writing a checkpoint, as the one line a user can act on."""
+    try:
+        yield
+    except OSError as exc:
+        raise CheckpointError(f"could not write the checkpoint {path}: "
+                              f"{exc.strerror or exc}", hint="free some disk space, or pass "
+                              "--out to another location") from None
 
 
 @contextmanager

@@ -17,7 +17,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -325,6 +326,8 @@ class Trainer:
             check_writable(self.out)
             ckpt.remove_stale_temporaries(self.out)
         self.notices: list[str] = []
+        self.saver = ckpt.BackgroundSaver()
+        self._saving: list[tuple[Future | None, list[CheckpointSaved]]] = []  # not yet reported
         self.dist.init(self.device)
         try:
             self._setup(request, cache, tokenize_progress)
@@ -556,16 +559,29 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save(self, path: Path, state: dict | None = None) -> None:
+    def save(self, *paths: Path, state: dict | None = None) -> Future | None:
+        """Save the run to each path, in the background (`checkpoint.BackgroundSaver`): the
+        Future is done when the files are in place (None on processes other than the first)."""
         state = state if state is not None else self.state()  # every rank joins the gather
         # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
+            self.saver.wait(raise_errors=False)  # the last good checkpoint is on disk
             raise DivergedError(
                 f"training diverged at step {self.step}: the weights are no longer finite; the "
-                f"last good checkpoint is {path}", hint="lower --learning-rate, set --grad-clip "
-                "1.0, or use --dtype float32")
-        if self.dist.main:
-            ckpt.save(state, path, check_finite=False)
+                f"last good checkpoint is {paths[-1]}", hint="lower --learning-rate, set "
+                "--grad-clip 1.0, or use --dtype float32")
+        return self.saver.save(state, *paths) if self.dist.main else None
+
+    def _saved(self, wait: bool) -> Iterator[CheckpointSaved]:
+        """The CheckpointSaved events of saves now on disk, in order (with `wait`, of all saves
+        so far). A save's event comes before the next save starts, so the file it names holds
+        that save. A failed write is raised here."""
+        while self._saving and (wait or self._saving[0][0] is None
+                                or self._saving[0][0].done()):
+            future, events = self._saving.pop(0)
+            if future is not None:
+                future.result()
+            yield from events
 
     def run(self) -> Iterator[Event]:
         """The book's loop, as a stream of events. Saves at each evaluation and at the end."""
@@ -587,7 +603,8 @@ class Trainer:
         bad_steps = 0
         reason, signum = "finished", None
         self.model.train()
-        with StopSignals() as stop, metrics:
+        # whatever ends the loop (an error, a second Ctrl-C), the saves already made reach the disk
+        with StopSignals() as stop, metrics, closing(self.saver):
             while self.step < cfg.max_iters:
                 step, lr = self.step, lr_at(self.step, cfg)
                 tps = train_tokens / train_time if train_time else 0.0
@@ -617,6 +634,7 @@ class Trainer:
                     yield Notice(f"step {step}: the loss is {loss_value}; skipped this update "
                                  f"({bad_steps} in a row)")
                     if bad_steps >= MAX_BAD_STEPS:
+                        yield from self._saved(wait=True)  # the last good checkpoint, on disk
                         raise DivergedError(
                             f"training diverged: {bad_steps} non-finite losses in a row at step "
                             f"{step}; the last good checkpoint is {self.out}",
@@ -631,6 +649,7 @@ class Trainer:
                     metrics.write({"type": "train", **_record(event)})
                     window_losses.clear()
                     yield event
+                yield from self._saved(wait=False)
                 every = self.request.sample_every
                 if every and self.dist.main and self.step % every == 0:
                     sample = self.sample(self.step)
@@ -640,10 +659,11 @@ class Trainer:
                     signum = stop.signum
                     reason = "interrupted" if signum is not None else "max_time"
                     break
-            state = self.state()
-            self.save(self.out, state)
+            yield from self._saved(wait=True)
+            self._saving.append((self.save(self.out), [CheckpointSaved(self.out, self.step,
+                                                                       False)]))
+            yield from self._saved(wait=True)
             self.dist.barrier()  # no process tears the group down while process 0 still saves
-            yield CheckpointSaved(self.out, self.step, False)
         tps = train_tokens / train_time if train_time else 0.0
         final = self.last_losses or (None, None)
         mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak else None
@@ -662,15 +682,14 @@ class Trainer:
                          time.perf_counter() - started)
         metrics.write({"type": "eval", **_record(event)})
         yield event
+        yield from self._saved(wait=True)  # the last evaluation's save, before this one starts
+        saved = [CheckpointSaved(self.out, step, False)]
         if is_best:  # best first: a crash between the two leaves the older checkpoint to resume
             best_path = ckpt.related_path(self.out, "best")
-            self.save(best_path)
-            yield CheckpointSaved(best_path, step, True)
-            if self.dist.main:
-                ckpt.copy(best_path, self.out)  # the same state: copy the bytes, not save again
+            saved.insert(0, CheckpointSaved(best_path, step, True))
+            self._saving.append((self.save(best_path, self.out), saved))  # one snapshot, 2 files
         else:
-            self.save(self.out)
-        yield CheckpointSaved(self.out, step, False)
+            self._saving.append((self.save(self.out), saved))
 
     def sample(self, step: int) -> Sample:
         """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""
@@ -691,6 +710,7 @@ class Trainer:
             yield Notice(self.notices.pop(0))
 
     def close(self) -> None:
+        self.saver.close()
         self.dist.close()
 
 
