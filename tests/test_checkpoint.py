@@ -151,12 +151,42 @@ def test_a_big_state_is_saved_on_the_calling_thread_the_same_way(token_cache, tm
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
     saver = ckpt.BackgroundSaver()
     state = make_state(token_cache.vocab)
+    serialised = []
+    real_save = ckpt.torch.save
+    monkeypatch.setattr(ckpt.torch, "save", lambda obj, f: serialised.append(f) or
+                        real_save(obj, f))
     future = saver.save(state, best, path)
     assert future.done() and future.result() is None
     assert saver._pool is None  # no worker: written here, never held in memory twice
-    assert ckpt.load(best)["step"] == ckpt.load(path)["step"] == 7
+    assert len(serialised) == 1  # serialised once, into the best; the last is a copy of its bytes
+    assert best.read_bytes() == path.read_bytes() and ckpt.load(path)["step"] == 7
     assert best.stat().st_ino != path.stat().st_ino
     assert leftovers(tmp_path, path) == ["model.best.ckpt"]
+
+
+def test_torch_saves_own_write_error_is_a_checkpoint_error_too(token_cache, tmp_path,
+                                                              monkeypatch):
+    """torch.save into a file reports a full disk as a RuntimeError of its stream writer."""
+    monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
+    tmp_path = tmp_path / "run"
+    path = tmp_path / "model.ckpt"
+    saver = ckpt.BackgroundSaver()
+    saver.save(make_state(token_cache.vocab), path).result()
+    old = path.read_bytes()
+
+    def stream_error(obj, f):
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1 vs 0\n"
+                           "more detail")
+
+    monkeypatch.setattr(ckpt.torch, "save", stream_error)
+    future = saver.save(make_state(token_cache.vocab), path)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*model.ckpt: "
+                                              r"\[enforce fail.*unexpected pos 1 vs 0$"):
+        future.result()
+    with pytest.raises(CheckpointError):
+        saver.wait()
+    assert path.read_bytes() == old and leftovers(tmp_path, path) == []
 
 
 @pytest.mark.parametrize("in_memory", [True, False])

@@ -80,3 +80,44 @@ def test_resume_under_ddp_continues_to_the_total(tmp_path: Path, corpus: Path) -
     steps = [int(s) for s in re.findall(r"^Step: (\d+),", again.stdout, flags=re.M)]
     assert steps == [4, 6, 7]
     assert torch.load(out, weights_only=True)["step"] == 8
+
+
+FAILING_DISK = """
+import os, sys
+from tinygpt_cli import checkpoint
+from tinygpt_cli.cli import main
+
+real_fsync, calls = os.fsync, []
+
+def fsync(fd):  # the first save (step 0: two files, each synced and then its folder) works
+    calls.append(fd)
+    if len(calls) > 4:
+        raise OSError(28, "No space left on device")
+    real_fsync(fd)
+
+checkpoint.os.fsync = fsync
+sys.argv[0] = "tinygpt"
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_a_failed_save_on_rank_0_stops_every_rank(tmp_path: Path, corpus: Path) -> None:
+    """Process 0 writes in the background; when a write fails, every process stops with it and
+    says why (rather than waiting in the next collective until its peer's exit breaks it), and
+    the last good checkpoint stays."""
+    script = tmp_path / "failing_disk.py"
+    script.write_text(FAILING_DISK)
+    out = tmp_path / "run" / "model.ckpt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), "train", "--data", str(corpus), "--out", str(out), *TINY,
+           "--max-iters", "40", "--eval-interval", "5"]
+    env = {**_env(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode != 0
+    assert "error: could not write the checkpoint" in proc.stderr
+    assert "No space left on device" in proc.stderr
+    assert "error: process 0 could not write a checkpoint" in proc.stderr  # rank 1's own line
+    assert "Connection closed by peer" not in proc.stderr
+    assert torch.load(out, weights_only=True)["step"] == 0

@@ -64,9 +64,9 @@ def test_fused_block_is_the_modules_arithmetic_values_and_gradients(monkeypatch,
         torch.testing.assert_close(grads_f[name], grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_fused_block_gradient_of_its_input_and_masks_in_float32(monkeypatch):
-    """The gradient that flows back into the residual stream, checked on one block in float32
-    against the module path with the same explicit masks."""
+def test_fused_block_output_and_input_gradient_in_float32(monkeypatch):
+    """The output and the gradient that flows back into the residual stream, checked on one block
+    in float32 against the module path with the same explicit masks."""
     config = ModelConfig(vocab_size=40, d_model=16, num_blocks=1, num_heads=4,
                          context_length=9, dropout=0.2)
     torch.manual_seed(1)
@@ -79,6 +79,8 @@ def test_fused_block_gradient_of_its_input_and_masks_in_float32(monkeypatch):
         monkeypatch.setattr(fused, "applies", fused.applies if use_fused else lambda x: False)
         xi = x.clone().requires_grad_()
         out = block(xi, None, iter(masks))
+        assert (type(out.grad_fn).__name__ == "BlockFunctionBackward") == use_fused
+        assert out._base is None  # a tensor of its own, which a caller may change in place
         weight = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
         (out * weight).sum().backward()
         results.append((out.detach(), xi.grad))

@@ -215,10 +215,15 @@ def test_random_words_follow_torchs_generator_and_use_all_64_bits():
     take one draw of it whatever their number, and are uniform over all 64 bits."""
     torch.manual_seed(3)
     first = model_mod.random_words(50_000)
-    after = torch.rand(4)
+    after_many = torch.get_rng_state()
     torch.manual_seed(3)
     assert torch.equal(model_mod.random_words(50_000), first)
-    assert torch.equal(torch.rand(4), after)  # exactly one draw: the state moved on as before
+    torch.manual_seed(3)
+    model_mod.random_words(10)
+    assert torch.equal(torch.get_rng_state(), after_many)  # however many words: one draw
+    torch.manual_seed(3)
+    torch.empty((), dtype=torch.int64).random_()
+    assert torch.equal(torch.get_rng_state(), after_many)  # ... of exactly one int64
     torch.manual_seed(3)
     assert torch.equal(model_mod.random_words(10), first[:10])  # a prefix of the same stream
     assert not torch.equal(model_mod.random_words(10), first[:10])  # the next call moves on
@@ -306,8 +311,8 @@ def test_a_training_pass_uses_each_drawn_mask_exactly_once(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_training_pass_with_nothing_dropped_is_the_eval_pass(monkeypatch, dtype):
-    """With every mask forced to ones, the CPU training path (pooled masks, manual attention,
-    addcmul residuals) must compute the eval path's function (SDPA), values and gradients."""
+    """With every mask forced to ones, the CPU training path (pooled masks, the fused block of
+    fused.py) must compute the eval path's function (SDPA), values and gradients."""
     model = GPT(DROPPY).to(dtype)
     idx = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))
     targets = torch.randint(0, DROPPY.vocab_size, (2, DROPPY.context_length))

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,46 @@ def test_a_nan_loss_is_skipped_with_a_notice(token_cache, tmp_path, monkeypatch)
     assert of(events, RunDone)[0].reason == "finished" and state["step"] == 6
     assert all(int(s["step"]) == 5 for s in state["optimizer_state_dict"]["state"].values())
     assert ckpt.all_finite(state["model_state_dict"])
+
+
+def test_a_checkpoint_is_reported_once_its_file_holds_it(token_cache, tmp_path, monkeypatch):
+    """Saves are written in the background, slowly here: each CheckpointSaved event comes only
+    once the file it names holds that step, and before the next save starts."""
+    real_write = ckpt._write_all
+
+    def slow_write(data, paths):
+        time.sleep(0.05)  # a slow disk: several steps go by meanwhile
+        real_write(data, paths)
+
+    monkeypatch.setattr(ckpt, "_write_all", slow_write)
+    out = tmp_path / "model.ckpt"
+    trainer = make_trainer(token_cache, out, max_iters=9, eval_interval=2)
+    seen = []
+    for event in trainer.run():
+        if isinstance(event, CheckpointSaved):
+            assert ckpt.load(event.path)["step"] == event.step
+            seen.append((event.path.name, event.step))
+    trainer.close()
+    assert [step for name, step in seen if name == "model.ckpt"] == [0, 2, 4, 6, 8, 9]
+
+
+def test_a_failed_background_write_stops_the_run_with_a_clear_error(token_cache, tmp_path,
+                                                                    monkeypatch):
+    def disk_full(data, paths):
+        raise ckpt.CheckpointError(f"could not write the checkpoint {paths[0]}: No space left "
+                                   "on device")
+
+    out = tmp_path / "model.ckpt"
+    trainer = make_trainer(token_cache, out, max_iters=30, eval_interval=5)
+    events = []
+    with pytest.raises(ckpt.CheckpointError, match="No space left on device"):
+        for event in trainer.run():
+            events.append(event)
+            if isinstance(event, CheckpointSaved) and event.step == 5:
+                monkeypatch.setattr(ckpt, "_write_all", disk_full)
+    trainer.close()
+    assert ckpt.load(out)["step"] == 5  # the last save that worked is intact
+    assert trainer.step <= 11  # noticed within the step after the failure (or at the next save)
 
 
 def test_nan_losses_in_a_row_raise_diverged_and_keep_the_last_good_checkpoint(

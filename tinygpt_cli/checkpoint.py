@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -106,15 +107,15 @@ class BackgroundSaver:
         self._pending = [future for future in self._pending
                          if not future.done() or future.exception() is not None]
         if _tensor_bytes(state) > IN_MEMORY_LIMIT:
-            self.wait(raise_errors=False)  # in order; an earlier failure is its own Future's
+            for future in self._pending:  # after the earlier saves, whose failures stay theirs
+                future.exception()
             done: Future = Future()
             try:
-                for path in paths:
-                    with _write_error(path), _atomic_path(path) as tmp:
-                        torch.save(state, tmp)
-                done.set_result(None)
+                _serialise_then_copy(state, paths)
             except CheckpointError as exc:
                 done.set_exception(exc)
+            else:
+                done.set_result(None)
             self._pending.append(done)
             return done
         buffer = io.BytesIO()
@@ -126,7 +127,8 @@ class BackgroundSaver:
         return future
 
     def wait(self, raise_errors: bool = True) -> None:
-        """Block until every save so far is on disk; raise the first that failed."""
+        """Block until every save so far is on disk; raise the first that failed (and has not
+        been raised by an earlier `wait`)."""
         pending, self._pending = self._pending, []
         errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
         if errors and raise_errors:
@@ -157,15 +159,28 @@ def _write_all(data: memoryview, paths: tuple[Path, ...]) -> None:
             f.write(data)
 
 
+def _serialise_then_copy(state: dict, paths: tuple[Path, ...]) -> None:
+    """torch.save into the first path, then copy its bytes to the others: the kernel's copy of
+    a file the save just put in the page cache costs a fraction of serialising again."""
+    first, *others = paths
+    with _write_error(first), _atomic_path(first) as tmp:
+        torch.save(state, tmp)
+    for path in others:
+        with _write_error(path), _atomic_path(path) as tmp:
+            shutil.copyfile(first, tmp)
+
+
 @contextmanager
 def _write_error(path: Path) -> Iterator[None]:
-    """A file system error while writing a checkpoint, as the one line a user can act on."""
+    """A failed write of a checkpoint, as the one line a user can act on. (torch.save into a
+    file reports a full disk as a RuntimeError of its stream writer, not as an OSError.)"""
     try:
         yield
-    except OSError as exc:
-        raise CheckpointError(f"could not write the checkpoint {path}: "
-                              f"{exc.strerror or exc}", hint="free some disk space, or pass "
-                              "--out to another location") from None
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        raise CheckpointError(f"could not write the checkpoint {path}: {reason}",
+                              hint="free some disk space, or pass --out to another location"
+                              ) from None
 
 
 @contextmanager

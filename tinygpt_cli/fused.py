@@ -7,11 +7,14 @@ q, k and v into head-major layout one by one and their gradients back through a 
 taking a view's backward, accumulating. `BlockFunction` is one node: its forward is the block's
 arithmetic (the same operations `model.Block` uses), its backward the chain rule taken by hand,
 with q, k and v moved to head-major layout in one copy each way and every weight gradient a single
-matrix product. Measured on the book's run (2-core CPU, interleaved steps): about 6% off a
-training step. Tests hold it to the module path, values and gradients, in float64.
+matrix product. Measured on the book's run (2-core CPU, interleaved steps,
+`benchmarks/step_compare.py`): a training step 0.94x of the module path's. Tests hold it to the
+module path, values and gradients, in float64.
 
 Only the CPU training pass in float32 or float64 takes this path (`applies`); CUDA, autocast,
-torch.compile and the KV cache keep the modules, whose autograd is what those need.
+torch.compile and the KV cache keep the modules, whose autograd is what those need. Being one
+node, it reads the block's parameters directly: hooks or parametrizations registered on the
+block's submodules are not run, and it is differentiable once (no `create_graph`).
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ class BlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, attn_mask, attn_out_mask, ffwd_mask, bias, ln1_w, ln1_b, qkv_w, proj_w,
-                proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b, num_heads: int, eps: float):
+                proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b, num_heads: int, eps1: float,
+                eps2: float):
         B, T, C = x.shape
         N, H, hs = B * T, num_heads, C // num_heads
         scale = 1.0 / math.sqrt(hs)
-        h1, mean1, rstd1 = aten.native_layer_norm(x, [C], ln1_w, ln1_b, eps)  # (B, T, C)
+        h1, mean1, rstd1 = aten.native_layer_norm(x, [C], ln1_w, ln1_b, eps1)  # (B, T, C)
         qkv = torch.mm(h1.view(N, C), qkv_w.t())  # (N, 3C)
         # q, k and v of every head, head-major, in one copy: (3, B*H, T, hs)
         heads = qkv.view(B, T, 3, H, hs).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, hs)
@@ -54,16 +58,18 @@ class BlockFunction(torch.autograd.Function):
         dropped = att * attn_mask if attn_mask is not None else att
         y = torch.bmm(dropped, v)  # (B*H, T, hs)
         y = y.view(B, H, T, hs).transpose(1, 2).reshape(N, C)  # heads side by side
-        branch = torch.addmm(proj_b, y, proj_w.t())  # (N, C)
-        x1 = _add_dropped(x.view(N, C), branch, attn_out_mask)  # (N, C)
-        h2, mean2, rstd2 = aten.native_layer_norm(x1.view(B, T, C), [C], ln2_w, ln2_b, eps)
+        branch = torch.addmm(proj_b, y, proj_w.t()).view(B, T, C)
+        x1 = _add_dropped(x, branch, attn_out_mask)  # (B, T, C)
+        h2, mean2, rstd2 = aten.native_layer_norm(x1, [C], ln2_w, ln2_b, eps2)
         hidden = torch.addmm(fc_b, h2.view(N, C), fc_w.t()).relu_()  # (N, 4C)
-        out = _add_dropped(x1, torch.addmm(out_b, hidden, out_w.t()), ffwd_mask)  # (N, C)
+        branch = torch.addmm(out_b, hidden, out_w.t()).view(B, T, C)
+        # a tensor of its own, not a view: the caller may change it in place, as a module's output
+        out = _add_dropped(x1, branch, ffwd_mask)  # (B, T, C)
         ctx.save_for_backward(x, h1, mean1, rstd1, heads, att, dropped, y, x1, h2, mean2, rstd2,
                               hidden, attn_mask, attn_out_mask, ffwd_mask, ln1_w, ln1_b, qkv_w,
                               proj_w, ln2_w, ln2_b, fc_w, out_w)
         ctx.num_heads, ctx.scale = num_heads, scale
-        return out.view(B, T, C)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -77,17 +83,16 @@ class BlockFunction(torch.autograd.Function):
         g = grad.reshape(N, C)  # into the residual stream after the block
 
         # feed-forward branch: out = x1 + drop(hidden @ out_w.T + out_b)
-        d_branch = g * _flat(ffwd_mask, N, C) if ffwd_mask is not None else g
+        d_branch = g * ffwd_mask.view(N, C) if ffwd_mask is not None else g
         d_out_w, d_out_b = d_branch.t().mm(hidden), d_branch.sum(0)
         d_hidden = aten.threshold_backward(d_branch.mm(out_w), hidden, 0)  # ReLU
         d_fc_w, d_fc_b = d_hidden.t().mm(h2.view(N, C)), d_hidden.sum(0)
         d_x1, d_ln2_w, d_ln2_b = aten.native_layer_norm_backward(
-            d_hidden.mm(fc_w).view(B, T, C), x1.view(B, T, C), [C], mean2, rstd2, ln2_w, ln2_b,
-            all_three)
+            d_hidden.mm(fc_w).view(B, T, C), x1, [C], mean2, rstd2, ln2_w, ln2_b, all_three)
         d_x1 = d_x1.view(N, C).add_(g)
 
         # attention branch: x1 = x + drop(y @ proj_w.T + proj_b)
-        d_branch = d_x1 * _flat(attn_out_mask, N, C) if attn_out_mask is not None else d_x1
+        d_branch = d_x1 * attn_out_mask.view(N, C) if attn_out_mask is not None else d_x1
         d_proj_w, d_proj_b = d_branch.t().mm(y), d_branch.sum(0)
         d_y = d_branch.mm(proj_w).view(B, T, H, hs).transpose(1, 2).reshape(B * H, T, hs)
         q, k, v = heads.unbind(0)
@@ -106,16 +111,10 @@ class BlockFunction(torch.autograd.Function):
             d_qkv.mm(qkv_w).view(B, T, C), x, [C], mean1, rstd1, ln1_w, ln1_b, all_three)
         d_x = d_x.view(N, C).add_(d_x1).view(B, T, C)
         return (d_x, None, None, None, None, d_ln1_w, d_ln1_b, d_qkv_w, d_proj_w, d_proj_b,
-                d_ln2_w, d_ln2_b, d_fc_w, d_fc_b, d_out_w, d_out_b, None, None)
-
-
-def _flat(mask: torch.Tensor, N: int, C: int) -> torch.Tensor:
-    return mask.reshape(N, C)
+                d_ln2_w, d_ln2_b, d_fc_w, d_fc_b, d_out_w, d_out_b, None, None, None)
 
 
 def _add_dropped(residual: torch.Tensor, branch: torch.Tensor, mask: torch.Tensor | None
                  ) -> torch.Tensor:
-    N, C = residual.shape
-    if mask is None:
-        return residual + branch
-    return torch.addcmul(residual, branch, _flat(mask, N, C))
+    """residual + branch * mask: one `addcmul`, as `model.add_dropped`."""
+    return residual + branch if mask is None else torch.addcmul(residual, branch, mask)

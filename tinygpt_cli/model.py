@@ -256,8 +256,9 @@ class CausalSelfAttention(nn.Module):
                                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """Causal attention with dropout on the weights, as SDPA's math path computes it.
 
-        Used only to train on the CPU with dropout: there SDPA falls back to that path anyway,
-        drawing its dropout mask one Bernoulli sample at a time; `dropout_masks` is cheaper.
+        For CPU training with dropout where `fused.BlockFunction` does not apply (autocast, or a
+        Block given no masks): there SDPA falls back to that path anyway, drawing its dropout
+        mask one Bernoulli sample at a time; `dropout_masks` is cheaper.
         `mask`: the (B*H, T, T) dropout mask (see `unfold_causal`), drawn here if not given.
         """
         B, H, T, hs = q.size()
@@ -299,16 +300,16 @@ class Block(nn.Module):
         def mask() -> torch.Tensor | None:
             return next(masks) if masks else None
 
-        if self.training and kv_cache is None and (masks or self.dropout == 0.0) \
+        if self.training and kv_cache is None and (masks is not None or self.dropout == 0.0) \
                 and fused.applies(x):
             # CPU training: the same arithmetic as below, as one autograd node (fused.py)
             attn, ffwd = self.attn, self.ffwd
+            drop = (mask(), mask(), mask()) if self.dropout > 0.0 else (None, None, None)
             return fused.BlockFunction.apply(
-                x.contiguous(), mask(), mask(), mask(),
-                causal_bias(x.size(1), x.device, x.dtype), self.ln1.weight, self.ln1.bias,
-                attn.qkv.weight, attn.proj.weight, attn.proj.bias, self.ln2.weight,
-                self.ln2.bias, ffwd.fc.weight, ffwd.fc.bias, ffwd.proj.weight, ffwd.proj.bias,
-                attn.num_heads, self.ln1.eps)
+                x.contiguous(), *drop, causal_bias(x.size(1), x.device, x.dtype),
+                self.ln1.weight, self.ln1.bias, attn.qkv.weight, attn.proj.weight,
+                attn.proj.bias, self.ln2.weight, self.ln2.bias, ffwd.fc.weight, ffwd.fc.bias,
+                ffwd.proj.weight, ffwd.proj.bias, attn.num_heads, self.ln1.eps, self.ln2.eps)
         # x + dropout(branch), for the attention then the feed-forward
         x = add_dropped(x, self.attn(self.ln1(x), kv_cache, masks), self.dropout,
                         self.training, mask())

@@ -565,7 +565,6 @@ class Trainer:
         state = state if state is not None else self.state()  # every rank joins the gather
         # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
-            self.saver.wait(raise_errors=False)  # the last good checkpoint is on disk
             raise DivergedError(
                 f"training diverged at step {self.step}: the weights are no longer finite; the "
                 f"last good checkpoint is {paths[-1]}", hint="lower --learning-rate, set "
@@ -573,15 +572,38 @@ class Trainer:
         return self.saver.save(state, *paths) if self.dist.main else None
 
     def _saved(self, wait: bool) -> Iterator[CheckpointSaved]:
-        """The CheckpointSaved events of saves now on disk, in order (with `wait`, of all saves
-        so far). A save's event comes before the next save starts, so the file it names holds
-        that save. A failed write is raised here."""
-        while self._saving and (wait or self._saving[0][0] is None
-                                or self._saving[0][0].done()):
-            future, events = self._saving.pop(0)
+        """The CheckpointSaved events of the saves now on disk, in order; with `wait`, of every
+        save so far, and a failed write is raised. Each save is reported before the next one
+        starts, so the file an event names holds that save. (Processes other than the first
+        write nothing: their events come at once.)"""
+        while self._saving:
+            future, events = self._saving[0]
+            if not wait and future is not None and (not future.done() or future.exception()):
+                break  # in flight, or failed: `_settle_saves` stops every process for that
+            self._saving.pop(0)
             if future is not None:
                 future.result()
             yield from events
+
+    def _save_failed(self) -> bool:
+        return any(future is not None and future.done() and future.exception() is not None
+                   for future, _ in self._saving)
+
+    def _settle_saves(self) -> Iterator[CheckpointSaved]:
+        """Wait for every save in flight and report it. If a write failed, every process stops
+        (all of them call this): process 0 with the error, the others saying so."""
+        error = None
+        try:
+            events = list(self._saved(wait=True))
+        except CheckpointError as exc:
+            events, error = [], exc
+        failed = error is not None
+        if self.dist.enabled:
+            failed = self.dist.all_max(torch.tensor(float(failed), device=self.device)).item() > 0
+        if failed:
+            raise error or CheckpointError("process 0 could not write a checkpoint (its error "
+                                           "says why); every process stops")
+        yield from events
 
     def run(self) -> Iterator[Event]:
         """The book's loop, as a stream of events. Saves at each evaluation and at the end."""
@@ -617,10 +639,12 @@ class Trainer:
                 loss = self.train_step(lr)
                 # one sync per step: the loss decides whether this update may be applied, and
                 # under DDP every rank must agree on that and on stopping
-                flags = torch.stack([loss, torch.tensor(
-                    float(stop.signum is not None or self._out_of_time(started)),
-                    device=self.device)])
-                loss_value, stop_flag = self.dist.all_mean(flags).tolist()
+                flags = torch.cat([loss.view(1), torch.tensor(
+                    [float(stop.signum is not None or self._out_of_time(started)),
+                     float(self._save_failed())], device=self.device)])
+                loss_value, stop_flag, save_failed = self.dist.all_mean(flags).tolist()
+                if save_failed > 0:
+                    yield from self._settle_saves()  # raises, in every process
                 if math.isfinite(loss_value):
                     self.apply_update()
                     bad_steps = 0
@@ -634,7 +658,7 @@ class Trainer:
                     yield Notice(f"step {step}: the loss is {loss_value}; skipped this update "
                                  f"({bad_steps} in a row)")
                     if bad_steps >= MAX_BAD_STEPS:
-                        yield from self._saved(wait=True)  # the last good checkpoint, on disk
+                        yield from self._settle_saves()  # the last good checkpoint, on disk
                         raise DivergedError(
                             f"training diverged: {bad_steps} non-finite losses in a row at step "
                             f"{step}; the last good checkpoint is {self.out}",
@@ -659,11 +683,10 @@ class Trainer:
                     signum = stop.signum
                     reason = "interrupted" if signum is not None else "max_time"
                     break
-            yield from self._saved(wait=True)
+            yield from self._settle_saves()
             self._saving.append((self.save(self.out), [CheckpointSaved(self.out, self.step,
                                                                        False)]))
-            yield from self._saved(wait=True)
-            self.dist.barrier()  # no process tears the group down while process 0 still saves
+            yield from self._settle_saves()  # so no process leaves while process 0 still saves
         tps = train_tokens / train_time if train_time else 0.0
         final = self.last_losses or (None, None)
         mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak else None
@@ -682,7 +705,7 @@ class Trainer:
                          time.perf_counter() - started)
         metrics.write({"type": "eval", **_record(event)})
         yield event
-        yield from self._saved(wait=True)  # the last evaluation's save, before this one starts
+        yield from self._settle_saves()  # the last evaluation's save, before this one starts
         saved = [CheckpointSaved(self.out, step, False)]
         if is_best:  # best first: a crash between the two leaves the older checkpoint to resume
             best_path = ckpt.related_path(self.out, "best")
