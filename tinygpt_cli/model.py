@@ -54,10 +54,9 @@ def dropout_masks(shapes: Sequence[torch.Size], p: float, dtype: torch.dtype = t
     that was a third of a training step. Here each 64-bit word of `random_words` gives four 16-bit
     uniforms, and one draw serves every mask of a forward pass: the book's model takes 19 masks
     per step, mostly small, and each separate draw would pay the per-operation overhead again.
-    The masks come back as floats with
-    the scale folded in, so applying one is a single multiplication forward and backward (a
-    boolean mask would be converted to floats again in both). `dtype` is float32 or float64:
-    bfloat16 would round the scale itself (1/0.9 to 1.109).
+    The masks come back as floats with the scale folded in, so applying one is a single
+    multiplication forward and backward (a boolean mask would be converted to floats again in
+    both). `dtype` is float32 or float64: bfloat16 would round the scale itself (1/0.9 to 1.109).
     """
     sizes = [math.prod(shape) for shape in shapes]
     n = sum(sizes)

@@ -559,17 +559,20 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save(self, *paths: Path, state: dict | None = None) -> Future | None:
-        """Save the run to each path, in the background (`checkpoint.BackgroundSaver`): the
-        Future is done when the files are in place (None on processes other than the first)."""
-        state = state if state is not None else self.state()  # every rank joins the gather
+    def save(self, *paths: Path) -> None:
+        """Save the run to each path (the best model first, if it is one of them) in the
+        background (`checkpoint.BackgroundSaver`); their CheckpointSaved events wait in
+        `_saving` until the files are in place (`_saved`)."""
+        state = self.state()  # every rank joins the gather
         # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
             raise DivergedError(
                 f"training diverged at step {self.step}: the weights are no longer finite; the "
                 f"last good checkpoint is {paths[-1]}", hint="lower --learning-rate, set "
                 "--grad-clip 1.0, or use --dtype float32")
-        return self.saver.save(state, *paths) if self.dist.main else None
+        future = self.saver.save(state, *paths) if self.dist.main else None
+        best = ckpt.related_path(self.out, "best")
+        self._saving.append((future, [CheckpointSaved(p, self.step, p == best) for p in paths]))
 
     def _saved(self, wait: bool) -> Iterator[CheckpointSaved]:
         """The CheckpointSaved events of the saves now on disk, in order; with `wait`, of every
@@ -684,8 +687,7 @@ class Trainer:
                     reason = "interrupted" if signum is not None else "max_time"
                     break
             yield from self._settle_saves()
-            self._saving.append((self.save(self.out), [CheckpointSaved(self.out, self.step,
-                                                                       False)]))
+            self.save(self.out)
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
         tps = train_tokens / train_time if train_time else 0.0
         final = self.last_losses or (None, None)
@@ -706,13 +708,10 @@ class Trainer:
         metrics.write({"type": "eval", **_record(event)})
         yield event
         yield from self._settle_saves()  # the last evaluation's save, before this one starts
-        saved = [CheckpointSaved(self.out, step, False)]
         if is_best:  # best first: a crash between the two leaves the older checkpoint to resume
-            best_path = ckpt.related_path(self.out, "best")
-            saved.insert(0, CheckpointSaved(best_path, step, True))
-            self._saving.append((self.save(best_path, self.out), saved))  # one snapshot, 2 files
+            self.save(ckpt.related_path(self.out, "best"), self.out)  # one snapshot, two files
         else:
-            self._saving.append((self.save(self.out), saved))
+            self.save(self.out)
 
     def sample(self, step: int) -> Sample:
         """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""
