@@ -54,7 +54,7 @@ def main() -> None:
                 cache_dir=work / "cache"))
             trainer.model.train()
             runs.append((trainer, data.get_batch))
-        from tinygpt_cli.allocator import keep_freed_memory  # as `tinygpt train` does on a CPU
+        from tinygpt_cli.fast.allocator import keep_freed_memory  # as `tinygpt train` on a CPU
 
         keep_freed_memory()
         times: list[list[float]] = [[] for _ in runs]
@@ -63,7 +63,7 @@ def main() -> None:
                 start = time.perf_counter()
                 x, y = get_batch(trainer.splits["train"], trainer.cfg.batch_size,
                                  trainer.model_config.context_length, trainer.batch_gen)
-                _, loss = trainer.model(x, y)
+                _, loss = trainer.forward_model(x, y)  # what the trainer calls
                 trainer.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 trainer.optimizer.step()

@@ -9,9 +9,10 @@ Reported, each the median of its repeats on this machine:
   book's estimate: 10 batches per split), and a checkpoint save as the training thread sees it
   (`BackgroundSaver.save`: the state serialised into memory) against the same save written in
   the foreground (`checkpoint.save` of the best model, then of the last);
-- the random 64-bit words for one step's dropout masks: numpy's SFC64 (`model.random_words`)
+- the random 64-bit words for one step's dropout masks: numpy's SFC64 (`fast.dropout.random_words`)
   against torch's own `random_`;
-- autograd nodes behind one training loss, with each block fused (`fused.py`) and without.
+- autograd nodes behind one training loss, on the speed path (each block one node,
+  `fast/block.py`) and through the readable model.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def main() -> None:
     import torch
 
     from tinygpt_cli import checkpoint as ckpt
-    from tinygpt_cli import fused, model
-    from tinygpt_cli.allocator import keep_freed_memory
     from tinygpt_cli.data import get_batch
+    from tinygpt_cli.fast import dropout
+    from tinygpt_cli.fast.allocator import keep_freed_memory
+    from tinygpt_cli.fast.saver import BackgroundSaver
     from tinygpt_cli.train import Trainer, TrainRequest
 
     work = Path(tempfile.mkdtemp(prefix="tinygpt-where-"))
@@ -89,12 +91,13 @@ def main() -> None:
                                        "order_items.csv", cache_dir=work / "cache"))
         keep_freed_memory()  # as `tinygpt train` does on a CPU
         gpt, T = trainer.model, trainer.model_config.context_length
+        fast_pass = trainer.forward_model  # the speed path's pass, as the trainer calls it
         gpt.train()
 
         def step() -> None:
             x, y = get_batch(trainer.splits["train"], trainer.cfg.batch_size, T,
                              trainer.batch_gen)
-            _, loss = gpt(x, y)
+            _, loss = fast_pass(x, y)
             trainer.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             trainer.optimizer.step()
@@ -103,7 +106,7 @@ def main() -> None:
         print(f"training step                     {median_ms(step, 10 * n, 20):8.1f} ms")
         print(f"evaluation                        {median_ms(trainer.evaluate, n):8.1f} ms")
         best = ckpt.related_path(trainer.out, "best")
-        saver = ckpt.BackgroundSaver()
+        saver = BackgroundSaver()
         # in a run the writes of one save are long done when the next starts (50 steps later)
         in_thread = median_ms(lambda: saver.save(trainer.state(), best, trainer.out), n,
                               between=saver.wait)
@@ -118,24 +121,20 @@ def main() -> None:
         print(f"save, all in the foreground       {median_ms(foreground, n):8.1f} ms")
 
         c, B = trainer.model_config, trainer.cfg.batch_size
-        # the words of one step's masks, as GPT._dropout_masks draws them: 16 bits a mask entry
-        entries = (model.causal_packed_shape(c.num_blocks * B * c.num_heads, T).numel()
+        # the words of one step's masks, as dropout.pass_masks draws them: 16 bits a mask entry
+        entries = (dropout.causal_packed_shape(c.num_blocks * B * c.num_heads, T).numel()
                    + (2 * c.num_blocks + 1) * B * T * c.d_model)
         words = (entries + 3) // 4
         buffer = torch.empty(words, dtype=torch.int64)
         print(f"random words for a step ({words:,})   "
-              f"{median_ms(lambda: model.random_words(words), 10 * n):8.2f} ms (SFC64), "
+              f"{median_ms(lambda: dropout.random_words(words), 10 * n):8.2f} ms (SFC64), "
               f"{median_ms(lambda: buffer.random_(-(2**63), None), 10 * n):.2f} ms (torch)")
 
         x, y = get_batch(trainer.splits["train"], trainer.cfg.batch_size, T, trainer.batch_gen)
-        fused_nodes = graph_nodes(gpt(x, y)[1])
-        applies = fused.applies
-        fused.applies = lambda x: False
-        try:
-            module_nodes = graph_nodes(gpt(x, y)[1])
-        finally:
-            fused.applies = applies
-        print(f"autograd nodes behind a loss      {fused_nodes:8d} fused, {module_nodes} without")
+        fused_nodes = graph_nodes(fast_pass(x, y)[1])
+        module_nodes = graph_nodes(gpt(x, y)[1])
+        print(f"autograd nodes behind a loss      {fused_nodes:8d} fast path, {module_nodes} "
+              "readable model")
         trainer.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tinygpt_cli.allocator import is_glibc
+from tinygpt_cli.fast.allocator import is_glibc
 
 TUNED_ALREADY = bool(os.environ.get("LD_PRELOAD") or os.environ.get("GLIBC_TUNABLES")
                      or any(k.startswith("MALLOC_") for k in os.environ))
@@ -16,7 +16,7 @@ plain_glibc = pytest.mark.skipif(not is_glibc() or TUNED_ALREADY,
 # Where a 4 MB block (the size of a step's larger tensors) comes from, in a fresh process.
 HEAP_PROBE = """
 import ctypes, sys
-from tinygpt_cli.allocator import keep_freed_memory
+from tinygpt_cli.fast.allocator import keep_freed_memory
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
@@ -30,10 +30,10 @@ print(applied, block < libc.sbrk(0))  # below the program break: the heap, kept 
 STEP_PROBE = """
 import resource, sys
 import torch
-from tinygpt_cli.allocator import keep_freed_memory
+from tinygpt_cli.fast.allocator import keep_freed_memory
 from tinygpt_cli.config import ModelConfig
 from tinygpt_cli.model import GPT
-from tinygpt_cli.optim import AdamW
+from tinygpt_cli.fast.optim import AdamW
 
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else None
 torch.manual_seed(0)
@@ -82,7 +82,7 @@ def test_training_steps_reuse_freed_memory_without_page_faults():
 
 
 def test_elsewhere_it_does_nothing(monkeypatch):
-    from tinygpt_cli import allocator
+    from tinygpt_cli.fast import allocator
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False

@@ -23,6 +23,8 @@ from tinygpt_cli import checkpoint as ckpt
 from tinygpt_cli.config import ModelConfig
 from tinygpt_cli.data import TokenizeSettings, prepare
 from tinygpt_cli.errors import CheckpointError
+from tinygpt_cli.fast import saver as saver_mod
+from tinygpt_cli.fast.saver import BackgroundSaver
 from tinygpt_cli.model import GPT
 
 TINY = {"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": 16, "dropout": 0.0}
@@ -119,7 +121,7 @@ def test_background_save_snapshots_the_state_into_independent_files(token_cache,
     or rewriting it in place as `cp other.ckpt model.ckpt` does, leaves the other."""
     tmp_path = tmp_path / "run"
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
-    saver = ckpt.BackgroundSaver()
+    saver = BackgroundSaver()
     state = make_state(token_cache.vocab)
     weights = state["model_state_dict"]
     before = {name: tensor.clone() for name, tensor in weights.items()}
@@ -146,10 +148,10 @@ def test_background_save_snapshots_the_state_into_independent_files(token_cache,
 
 def test_a_big_state_is_saved_on_the_calling_thread_the_same_way(token_cache, tmp_path,
                                                                   monkeypatch):
-    monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(saver_mod, "IN_MEMORY_LIMIT", 0)
     tmp_path = tmp_path / "run"
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
-    saver = ckpt.BackgroundSaver()
+    saver = BackgroundSaver()
     state = make_state(token_cache.vocab)
     serialised = []
     real_save = ckpt.torch.save
@@ -167,10 +169,10 @@ def test_a_big_state_is_saved_on_the_calling_thread_the_same_way(token_cache, tm
 def test_torch_saves_own_write_error_is_a_checkpoint_error_too(token_cache, tmp_path,
                                                               monkeypatch):
     """torch.save into a file reports a full disk as a RuntimeError of its stream writer."""
-    monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(saver_mod, "IN_MEMORY_LIMIT", 0)
     tmp_path = tmp_path / "run"
     path = tmp_path / "model.ckpt"
-    saver = ckpt.BackgroundSaver()
+    saver = BackgroundSaver()
     saver.save(make_state(token_cache.vocab), path).result()
     old = path.read_bytes()
 
@@ -193,10 +195,10 @@ def test_torch_saves_own_write_error_is_a_checkpoint_error_too(token_cache, tmp_
 def test_a_failed_background_save_is_one_clear_error_and_keeps_the_old_files(
         token_cache, tmp_path, monkeypatch, in_memory):
     if not in_memory:
-        monkeypatch.setattr(ckpt, "IN_MEMORY_LIMIT", 0)
+        monkeypatch.setattr(saver_mod, "IN_MEMORY_LIMIT", 0)
     tmp_path = tmp_path / "run"
     path, best = tmp_path / "model.ckpt", tmp_path / "model.best.ckpt"
-    saver = ckpt.BackgroundSaver()
+    saver = BackgroundSaver()
     saver.save(make_state(token_cache.vocab), best, path).result()
     old = path.read_bytes(), best.read_bytes()
     real_fsync = os.fsync

@@ -11,9 +11,10 @@ import torch
 from tinygpt_cli import checkpoint as ckpt
 from tinygpt_cli.config import ModelConfig, TrainConfig
 from tinygpt_cli.data import TokenizeSettings
+from tinygpt_cli.events import EvalDone, Notice
 from tinygpt_cli.model import GPT
 from tinygpt_cli.sampling import generate_ids
-from tinygpt_cli.train import EvalDone, Notice, Trainer, TrainRequest
+from tinygpt_cli.train import Trainer, TrainRequest
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

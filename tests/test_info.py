@@ -43,7 +43,7 @@ def assert_user_error(result, *fragments: str) -> None:
 
 
 def test_info_describes_the_run(trained):
-    from tinygpt_cli.train import RunDone, RunStarted
+    from tinygpt_cli.events import RunDone, RunStarted
 
     path, events = trained
     started = next(e for e in events if isinstance(e, RunStarted))

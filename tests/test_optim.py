@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinygpt_cli.optim import AdamW
+from tinygpt_cli.fast.optim import AdamW
 
 
 def two_layers(seed: int = 0) -> nn.Module:

@@ -88,7 +88,7 @@ def token_axes(fig) -> list[str]:
 # --- reading -----------------------------------------------------------------------------------
 
 def test_series_are_the_events_the_run_emitted(tiny):
-    from tinygpt_cli.train import EvalDone, StepDone
+    from tinygpt_cli.events import EvalDone, StepDone
 
     ckpt, events = tiny
     run = load_run(ckpt)

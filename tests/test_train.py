@@ -15,26 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt_cli import __version__
+from tinygpt_cli import __version__, runstate
 from tinygpt_cli import checkpoint as ckpt
 from tinygpt_cli import train as train_mod
 from tinygpt_cli.config import ModelConfig, TrainConfig
 from tinygpt_cli.errors import DivergedError, UsageError
+from tinygpt_cli.events import CheckpointSaved, EvalDone, Notice, RunDone, StepDone
 from tinygpt_cli.model import GPT
-from tinygpt_cli.train import (
-    CheckpointSaved,
-    EvalDone,
-    Notice,
-    RunDone,
-    StepDone,
-    StopSignals,
-    Trainer,
-    TrainRequest,
-    check_writable,
-    lr_at,
-    resolve_device,
-    resolve_dtype,
-)
+from tinygpt_cli.runtime import StopSignals, resolve_device, resolve_dtype
+from tinygpt_cli.train import Trainer, TrainRequest, check_writable, lr_at
 
 TINY = {"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": 16, "dropout": 0.0}
 # the book's h_params keys (its table of hyperparameters plus max_token_value)
@@ -155,7 +144,7 @@ def test_checkpoint_holds_everything_to_continue(token_cache, tmp_path):
     assert torch.equal(rng["torch"], torch.get_rng_state())
     assert len(rng["batch_generators"]) == 1
     assert torch.equal(rng["batch_generators"][0], trainer.batch_gen.get_state())
-    random.setstate(train_mod._as_tuple(rng["python"]))  # a state Python accepts back
+    random.setstate(runstate._as_tuple(rng["python"]))  # a state Python accepts back
     assert state["tinygpt_version"] == __version__
     # the book's two keys rebuild the model on their own
     model = GPT(ModelConfig(**state["model_config"]))
@@ -265,13 +254,13 @@ def test_a_nan_loss_is_skipped_with_a_notice(token_cache, tmp_path, monkeypatch)
 def test_a_checkpoint_is_reported_once_its_file_holds_it(token_cache, tmp_path, monkeypatch):
     """Saves are written in the background, slowly here: each CheckpointSaved event comes only
     once the file it names holds that step, and before the next save starts."""
-    real_write = ckpt._write_all
+    real_write = ckpt.write_bytes
 
     def slow_write(data, paths):
         time.sleep(0.05)  # a slow disk: several steps go by meanwhile
         real_write(data, paths)
 
-    monkeypatch.setattr(ckpt, "_write_all", slow_write)
+    monkeypatch.setattr(ckpt, "write_bytes", slow_write)
     out = tmp_path / "model.ckpt"
     trainer = make_trainer(token_cache, out, max_iters=9, eval_interval=2)
     seen = []
@@ -296,7 +285,7 @@ def test_a_failed_background_write_stops_the_run_with_a_clear_error(token_cache,
         for event in trainer.run():
             events.append(event)
             if isinstance(event, CheckpointSaved) and event.step == 5:
-                monkeypatch.setattr(ckpt, "_write_all", disk_full)
+                monkeypatch.setattr(ckpt, "write_bytes", disk_full)
     trainer.close()
     assert ckpt.load(out)["step"] == 5  # the last save that worked is intact
     assert trainer.step <= 11  # noticed within the step after the failure (or at the next save)

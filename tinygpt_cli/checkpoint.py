@@ -7,7 +7,6 @@ refused and never executed. The book's two keys (`model_state_dict`, `h_params`)
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import shutil
@@ -15,7 +14,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -69,99 +68,54 @@ def save(state: dict, path: Path, check_finite: bool = True) -> None:
     if check_finite and not all_finite(state["model_state_dict"]):
         raise CheckpointError(f"refusing to write {path}: the model has non-finite weights")
     with _atomic_path(path) as tmp:
-        torch.save(_stamped(state), tmp)
+        torch.save(stamped(state), tmp)
 
 
-def _stamped(state: dict) -> dict:
+def stamped(state: dict) -> dict:
     return {**state, "format_version": FORMAT_VERSION, "tinygpt_version": __version__}
 
 
-IN_MEMORY_LIMIT = 256 << 20  # tensor bytes up to which BackgroundSaver serialises in memory
-
-
-class BackgroundSaver:
-    """Checkpoints saved while training goes on.
-
-    `save` takes a snapshot at once: the state is serialised into memory (the weights change at
-    the next step). A worker thread then writes those bytes to each path as `save` above does
-    (temporary file, fsync, rename), so the disk's latency leaves the training thread: on the
-    book's run (2-core CPU, ext4) the file writes, fsyncs and the best model's second file took
-    80 of the 100 ms of each evaluation's checkpoints, about 0.9 s a run. Saves are written in
-    the order they were made. A state over IN_MEMORY_LIMIT (a big model) is not copied in memory:
-    it is written on the calling thread instead, after the earlier saves.
-
-    `save` returns a Future that is done once the files are in place; its `result()` raises a
-    failed write as a CheckpointError.
-    """
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+class Saver:
+    """Checkpoints saved on the calling thread, each to one or more paths (the best model, then
+    the last: separate files with the same bytes). `save` returns a done Future, the interface of
+    `fast.saver.BackgroundSaver`, so the trainer handles both the same way; its `result()` raises
+    a failed write as a CheckpointError."""
 
     def save(self, state: dict, *paths: Path) -> Future:
-        """Write one snapshot of `state` to each of `paths`, in order (the best model, then the
-        last: separate files with the same bytes)."""
-        paths = tuple(Path(p) for p in paths)
-        state = _stamped(state)
-        # forget the saves that are done, but not the failed ones: `wait` raises those
-        self._pending = [future for future in self._pending
-                         if not future.done() or future.exception() is not None]
-        if _tensor_bytes(state) > IN_MEMORY_LIMIT:
-            for future in self._pending:  # after the earlier saves, whose failures stay theirs
-                future.exception()
-            done: Future = Future()
-            try:
-                _serialise_then_copy(state, paths)
-            except CheckpointError as exc:
-                done.set_exception(exc)
-            else:
-                done.set_result(None)
-            self._pending.append(done)
-            return done
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygpt-save")
-        future = self._pool.submit(_write_all, buffer.getbuffer(), paths)
-        self._pending.append(future)
-        return future
-
-    def wait(self, raise_errors: bool = True) -> None:
-        """Block until every save so far is on disk; raise the first that failed (and has not
-        been raised by an earlier `wait`)."""
-        pending, self._pending = self._pending, []
-        errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
-        if errors and raise_errors:
-            raise errors[0]
+        done: Future = Future()
+        try:
+            write_state(stamped(state), tuple(Path(p) for p in paths))
+        except CheckpointError as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+        return done
 
     def close(self) -> None:
-        """Wait for the saves in flight (without raising: their Futures hold any failure) and
-        stop the worker; `save` may be called again afterwards."""
-        self.wait(raise_errors=False)
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Nothing is in flight: every save is written before `save` returns."""
 
 
-def _tensor_bytes(obj) -> int:
+def tensor_bytes(obj) -> int:
     if torch.is_tensor(obj):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v) for v in obj.values())
     if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(v) for v in obj)
+        return sum(tensor_bytes(v) for v in obj)
     return 0
 
 
-def _write_all(data: memoryview, paths: tuple[Path, ...]) -> None:
+def write_bytes(data: memoryview, paths: tuple[Path, ...]) -> None:
+    """A serialised checkpoint's bytes to each path, atomically."""
     for path in paths:
         with _write_error(path), _atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(data)
 
 
-def _serialise_then_copy(state: dict, paths: tuple[Path, ...]) -> None:
-    """torch.save into the first path, then copy its bytes to the others: the kernel's copy of
-    a file the save just put in the page cache costs a fraction of serialising again."""
+def write_state(state: dict, paths: tuple[Path, ...]) -> None:
+    """torch.save into the first path (atomically), then copy its bytes to the others: the
+    kernel's copy of a file the save just put in the page cache costs a fraction of serialising
+    again."""
     first, *others = paths
     with _write_error(first), _atomic_path(first) as tmp:
         torch.save(state, tmp)
@@ -298,14 +252,15 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
 
 
 def saved_run(path: Path) -> dict:
-    """The training settings (`train_config`) and data (`data`) a checkpoint was written with;
-    {} when it cannot be read (`load` reports why, later). Memory-mapped, so the weights are not
-    read twice."""
+    """The model shape (`model_config`), training settings (`train_config`) and data (`data`) a
+    checkpoint was written with, for `config.merge_settings`; {} when it cannot be read (`load`
+    reports why, later). Memory-mapped, so the weights are not read twice."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return {"train_config": dict(state["train_config"]), "data": dict(state.get("data", {}))}
+        return {"model_config": dict(state.get("model_config", {})),
+                "train_config": dict(state["train_config"]), "data": dict(state.get("data", {}))}
     except Exception:  # any unreadable or foreign file: the Trainer's load names the problem
         return {}
 

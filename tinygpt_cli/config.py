@@ -7,9 +7,10 @@ and the fix, so a user corrects a bad command line in one go.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -90,6 +91,7 @@ class TrainConfig:
     min_lr: float = 0.0
     max_time: float = 0.0  # seconds; 0 means no limit
     log_interval: int = 10  # steps between running-loss records in the metrics file
+    fast: bool | None = None  # the speed path (fast/): None = wherever it applies
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -161,3 +163,93 @@ def preset(name: str) -> dict[str, object]:
         return dict(PRESETS[name])
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+# --- the settings of a training run -------------------------------------------------------------
+
+# What describes this machine or this invocation, never taken from a resumed run's checkpoint.
+PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time", "fast"})
+TOKENIZE_KEYS = ("encoding", "vocab_mode", "val_fraction", "column", "errors")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A training run's settings after the merge: the model's shape (without the vocabulary,
+    which the data decides), how to train, and how to tokenize."""
+
+    model_options: dict
+    train_config: TrainConfig
+    tokenize: dict
+    data: Path | None  # None: the bundled corpus
+
+
+def merge_settings(*, resumed: dict | None = None, preset_name: str | None = None,
+                   file_values: dict | None = None, command_line: dict | None = None
+                   ) -> RunSettings:
+    """The one place where a run's settings are merged. Later layers win:
+
+        the book's defaults < the resumed run < --preset < --config (TOML) < the command line
+
+    `resumed` is what `checkpoint.saved_run` read from --resume's checkpoint ({"model_config",
+    "train_config", "data"}): a resumed run continues with its own shape, settings and data
+    unless told otherwise, but never inherits what describes the machine it ran on
+    (PER_INVOCATION). Its tokenizer settings count only when the data is not given again.
+    `command_line` holds only what the user typed (None values are left out).
+    """
+    resumed = resumed or {}
+    command_line = {k: v for k, v in (command_line or {}).items() if v is not None}
+    known = MODEL_FIELDS | TRAIN_FIELDS
+    values: dict = {k: v for k, v in resumed.get("model_config", {}).items() if k in MODEL_FIELDS}
+    values.update({k: v for k, v in resumed.get("train_config", {}).items()
+                   if k in TRAIN_FIELDS and k not in PER_INVOCATION})
+    for layer in (preset(preset_name) if preset_name else {}, file_values or {}, command_line):
+        values.update({k: v for k, v in layer.items() if k in known})
+    tokenize = {}
+    if "data" not in command_line:
+        recorded = resumed.get("data", {}).get("settings", {})
+        tokenize.update({k: recorded[k] for k in TOKENIZE_KEYS if k in recorded})
+    tokenize.update({k: command_line[k] for k in TOKENIZE_KEYS if k in command_line})
+    data = command_line.get("data")
+    if data is None and resumed.get("data", {}).get("path"):
+        recorded_path = Path(resumed["data"]["path"])
+        data = recorded_path if recorded_path.is_file() else None
+    return RunSettings(
+        model_options={k: v for k, v in values.items() if k in MODEL_FIELDS},
+        train_config=TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}),
+        tokenize=tokenize, data=data)
+
+
+def read_toml(path: Path) -> dict:
+    """The settings of a --config TOML file (d_model = 128, ...), checked: unknown keys and
+    values of the wrong type are one error naming each."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
+    known = MODEL_FIELDS | TRAIN_FIELDS
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",
+                         hint=f"known keys: {', '.join(sorted(known))}")
+    # TOML has its own types: "128" or 1.5 for d_model must be a clear error, not a traceback
+    kinds = {f.name: type(f.default) for cls in (ModelConfig, TrainConfig) for f in fields(cls)
+             if f.default is not MISSING}
+    kinds["fast"] = bool
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    problems = []
+    for key, value in values.items():
+        kind = kinds[key]
+        if kind is float and type(value) is int:
+            values[key] = float(value)
+        elif type(value) is not kind:
+            problems.append(f"{key} must be {names[kind]} (got {value!r})")
+    if problems:
+        raise UsageError(f"--config {path}: {'; '.join(problems)}")
+    return values

@@ -145,8 +145,8 @@ class StopFilter:
 
 
 def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
-                   device: torch.device | str = "cpu", use_cache: bool = True
-                   ) -> Iterator[TextChunk | Sample]:
+                   device: torch.device | str = "cpu", use_cache: bool = True,
+                   fast: bool = False) -> Iterator[TextChunk | Sample]:
     """Generate `config.num_samples` continuations, yielding text as it is decoded and a `Sample`
     at the end of each.
 
@@ -165,7 +165,8 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
         started = time.perf_counter()
         tokens = generate_tokens(model, prompt.ids, config.max_new_tokens,
                                  temperature=config.temperature, top_k=config.top_k,
-                                 top_p=config.top_p, generator=generator, use_cache=use_cache)
+                                 top_p=config.top_p, generator=generator, use_cache=use_cache,
+                                 fast=fast)
         try:
             for token in tokens:
                 ids.append(token)
@@ -186,7 +187,9 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
 
 
 def generate(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
-             device: torch.device | str = "cpu", use_cache: bool = True) -> list[Sample]:
+             device: torch.device | str = "cpu", use_cache: bool = True,
+             fast: bool = False) -> list[Sample]:
     """All samples at once (what --json prints)."""
     return [event for event in stream_samples(model, vocab, prompt, config, device=device,
-                                              use_cache=use_cache) if isinstance(event, Sample)]
+                                              use_cache=use_cache, fast=fast)
+            if isinstance(event, Sample)]

@@ -8,7 +8,6 @@ matplotlib and torch are imported only when they are needed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -18,14 +17,10 @@ from pathlib import Path
 
 from .errors import TinyGPTError, UsageError
 from .files import permit_like_a_new_file
+from .metrics import METRICS_SUFFIX, Metrics, RunError, read_metrics
 
 PLOT_EXTRA = "pip install 'tinygpt[plot]'"
-METRICS_SUFFIX = ".metrics.jsonl"
 _CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
-
-
-class RunError(TinyGPTError):
-    """A RUN to plot is missing, unreadable, or neither a checkpoint nor a metrics file."""
 
 
 class MatplotlibMissing(UsageError):
@@ -37,76 +32,6 @@ class MatplotlibMissing(UsageError):
 
 
 # --- reading -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Metrics:
-    """The loss records of one metrics file, in step order (a restarted run's later records win)."""
-
-    evals: list[tuple[int, float, float]]  # (step, train_loss, valid_loss), from "eval" records
-    train: list[tuple[int, float]]  # (step, running mean of the training loss), "train" records
-    skipped: int = 0  # lines that are not JSON or not a well-formed record
-    restarts: list[int] = field(default_factory=list)  # steps where the records went back
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _step(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _append(points: list, point: tuple, restarts: list[int]) -> None:
-    # A run resumed from an earlier checkpoint (say the .best.ckpt) appends records for steps
-    # that are already there; the later records are the ones the checkpoint continues from.
-    if points and point[0] <= points[-1][0]:
-        restarts.append(point[0])
-        while points and points[-1][0] >= point[0]:
-            points.pop()
-    points.append(point)
-
-
-def read_metrics(path: Path) -> Metrics:
-    """Read a metrics file, keeping every readable record and counting the lines that are not.
-
-    A file cut off mid-line (a crash, a run still writing) loses only that line. Record types
-    this version does not know are ignored, so newer files still plot.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RunError(f"{path}: no such metrics file") from None
-    except IsADirectoryError:
-        raise RunError(f"{path} is a directory, not a metrics file") from None
-    except OSError as exc:
-        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
-    evals: list[tuple[int, float, float]] = []
-    train: list[tuple[int, float]] = []
-    restarts: list[int] = []
-    skipped = 0
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (UnicodeDecodeError, ValueError):
-            skipped += 1
-            continue
-        if not isinstance(record, dict):
-            skipped += 1
-            continue
-        kind, step = record.get("type"), record.get("step")
-        if kind == "eval" and _step(step) and _number(record.get("train_loss")) \
-                and _number(record.get("valid_loss")):
-            _append(evals, (step, float(record["train_loss"]), float(record["valid_loss"])),
-                    restarts)
-        elif kind == "train" and _step(step) and _number(record.get("loss")):
-            _append(train, (step, float(record["loss"])), restarts)
-        elif kind in ("eval", "train") or not isinstance(kind, str):
-            skipped += 1
-    return Metrics(evals, train, skipped, sorted(set(restarts)))
-
 
 @dataclass
 class Run:

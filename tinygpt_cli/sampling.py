@@ -59,8 +59,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
 
 @torch.inference_mode()
-def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None) -> torch.Tensor:
-    """Logits (1, V) at the last of ids; with a cache, ids are the tokens not yet in it."""
+def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None,
+                  decode_one=None) -> torch.Tensor:
+    """Logits (1, V) at the last of ids; with a cache, ids are the tokens not yet in it.
+    `decode_one`: the speed path's one-token decoder, for one new token after a cached prefix."""
+    if decode_one is not None and kv_cache is not None and kv_cache.length > 0 and len(ids) == 1:
+        return decode_one(ids[0], kv_cache)[:, -1, :]
     idx = torch.tensor([ids], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
     logits, _ = model(idx, kv_cache=kv_cache)  # (1, T, V)
     return logits[:, -1, :]
@@ -69,22 +73,23 @@ def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None) -> torch
 def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                     generator: torch.Generator | None = None,
-                    use_cache: bool = True) -> Iterator[int]:
+                    use_cache: bool = True, fast: bool = False) -> Iterator[int]:
     """Continue one sequence, yielding each new id as soon as it is drawn.
 
     A prompt longer than the window keeps its last context_length ids. The model is in eval mode
     while this runs and gets its previous mode back when the generator finishes or is closed.
-    Cached and uncached runs give identical logits at every step (see the module docstring).
+    Cached and uncached runs give the same logits at every step (see the module docstring).
+    `fast`: decode each new token on the speed path (`fast.decode`; with the cache only).
     """
     if not prompt_ids:
         raise ValueError("prompt_ids is empty; give at least one token (e.g. a start token)")
     return _generate(model, list(prompt_ids), max_new_tokens, temperature, top_k, top_p,
-                     generator, use_cache)
+                     generator, use_cache, fast)
 
 
 def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: float,
               top_k: int | None, top_p: float, generator: torch.Generator | None,
-              use_cache: bool) -> Iterator[int]:
+              use_cache: bool, fast: bool) -> Iterator[int]:
     # inference mode is entered per forward pass, never across a yield: a generator holding it
     # open would leak it into the caller's code between tokens
     context = model.config.context_length
@@ -94,6 +99,11 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
     try:
         with torch.inference_mode():
             cache = model.new_cache(1) if use_cache else None
+        decode_one = None
+        if fast and use_cache:
+            from .fast.decode import OneTokenDecoder
+
+            decode_one = OneTokenDecoder(model)
         pending = ids  # tokens the cache has not seen yet
         for _ in range(max_new_tokens):
             if cache is None:
@@ -102,7 +112,7 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
                 if cache.length + len(pending) > context:
                     cache.reset()  # the window slid: every position shifted, re-prefill it
                     pending = ids
-                logits = _forward_last(model, pending, cache)
+                logits = _forward_last(model, pending, cache, decode_one)
             next_id = int(sample_next(logits, temperature, top_k, top_p, generator)[0])
             ids = (ids + [next_id])[-context:]
             pending = [next_id]
@@ -113,8 +123,9 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
 
 def generate_ids(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> list[int]:
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 fast: bool = False) -> list[int]:
     """All of `generate_tokens` at once, as a list."""
     return list(generate_tokens(model, prompt_ids, max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, generator=generator,
-                                use_cache=use_cache))
+                                use_cache=use_cache, fast=fast))

@@ -45,8 +45,8 @@ def importing_torch() -> Iterator[None]:
     """Import torch and the core with the cyclic garbage collector paused, then freeze.
 
     Importing torch creates about a million objects and no garbage, yet the collector walks them
-    all several times on the way: `tinygpt train --max-iters 1` took 2.3 s instead of 1.55 s
-    (2-core VM, median of 6). `gc.freeze()` then takes what was imported out of every later
+    all several times on the way, a visible share of a short command's start-up (figures:
+    benchmarks/README.md). `gc.freeze()` then takes what was imported out of every later
     collection. Where torch is already imported (a test, a notebook) it changes nothing.
     """
     if "torch" in sys.modules:
@@ -79,6 +79,10 @@ Encoding = Annotated[str, typer.Option(
 Column = Annotated[str | None, typer.Option(
     "--column", help="Read one column of a CSV file (rows joined by newlines) instead of the "
     "whole file as text.", show_default=False)]
+Fast = Annotated[bool | None, typer.Option(
+    "--fast/--no-fast", help="The speed path (tinygpt_cli/fast/): the same model computed "
+    "faster. On by default where it applies (CPU, float32, no --compile); --no-fast runs the "
+    "readable model.py code as written.", show_default="auto")]
 Errors = Annotated[str, typer.Option(
     "--errors", help="What to do with bytes that are not UTF-8: 'strict' stops with their "
     "offset, 'replace' substitutes U+FFFD.")]

@@ -46,7 +46,7 @@ def eval_command(
     with importing_torch():
         from .. import ui
         from ..evaluate import evaluate_checkpoint
-        from ..train import resolve_device
+        from ..runtime import resolve_device
 
     dev = resolve_device(device)
     if threads is not None and dev.type == "cpu":

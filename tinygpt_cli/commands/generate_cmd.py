@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..generation import DEFAULT_PROMPT
-from .common import Checkpoint, funnel, importing_torch
+from .common import Checkpoint, Fast, funnel, importing_torch
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +56,7 @@ def generate_command(
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the whole window for every token instead of using the KV "
         "cache (slower; for comparison).")] = False,
+    fast: Fast = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print prompt, samples and settings as JSON on stdout instead of "
         "streaming the text.")] = False,
@@ -68,12 +69,13 @@ def generate_command(
     with importing_torch():
         import torch
 
+        from .. import fast as speed_path
         from .. import ui
         from ..checkpoint import load_model
         from ..config import SampleConfig
         from ..errors import UsageError
         from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
-        from ..train import resolve_device
+        from ..runtime import resolve_device
 
     stops = tuple(stop or ())
     if any(s == "" for s in stops):
@@ -84,6 +86,7 @@ def generate_command(
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads)
+    use_fast = speed_path.decide(fast, dev, torch.float32)
     model, vocab, _ = load_model(checkpoint, dev)
     encoded = encode_prompt(vocab, text, model.config.context_length)
     if encoded.cropped:
@@ -93,8 +96,9 @@ def generate_command(
     use_cache = not no_cache
 
     if json_out:
-        samples = generate(model, vocab, encoded, config, device=dev, use_cache=use_cache)
-        ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache))
+        samples = generate(model, vocab, encoded, config, device=dev, use_cache=use_cache,
+                           fast=use_fast)
+        ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache, use_fast))
         return
 
     if encoded.start_token:
@@ -112,7 +116,7 @@ def generate_command(
     try:
         begin(0)
         for event in stream_samples(model, vocab, encoded, config, device=dev,
-                                    use_cache=use_cache):
+                                    use_cache=use_cache, fast=use_fast):
             if isinstance(event, TextChunk):
                 ui.stream(event.text)
                 continue
@@ -141,7 +145,7 @@ def _stdout_gone() -> None:
 
 
 def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[Sample],
-          device: torch.device, use_cache: bool) -> dict:
+          device: torch.device, use_cache: bool, fast: bool) -> dict:
     tokens, seconds = sum(s.tokens for s in samples), sum(s.seconds for s in samples)
     return {
         "checkpoint": str(checkpoint),
@@ -152,7 +156,7 @@ def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[
         "samples": [{"text": s.text, "tokens": s.tokens, "finish_reason": s.finish_reason,
                      "stop": s.stop, "seconds": round(s.seconds, 4)} for s in samples],
         "settings": {**asdict(config), "stop": list(config.stop), "device": str(device),
-                     "kv_cache": use_cache},
+                     "kv_cache": use_cache, "fast": fast},
         "tokens": tokens,
         "seconds": round(seconds, 4),
         "tokens_per_sec": round(tokens / seconds, 2) if seconds > 0 else None,

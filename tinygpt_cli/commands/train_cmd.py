@@ -13,8 +13,6 @@ import typer
 from ..config import PRESETS
 from .common import CacheDir, Column, funnel, importing_torch, is_rank_zero
 
-PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time"})  # not taken from --resume
-MODEL_OPTIONS = ("d_model", "num_blocks", "num_heads", "context_length", "dropout")
 BOOK = "Model and loop (the book's defaults)"
 MORE = "Beyond the book (off or neutral by default)"
 RUN = "Data, output and resume"
@@ -51,6 +49,11 @@ def train(
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", help="torch.compile the model (falls back to eager with a "
         "warning if compilation fails).", show_default="off", rich_help_panel=MORE)] = None,
+    fast: Annotated[bool | None, typer.Option(
+        "--fast/--no-fast", help="The speed path (tinygpt_cli/fast/): the same model trained "
+        "faster. On by default where it applies (CPU, float32, no --compile); --no-fast trains "
+        "the readable model.py code as written.", show_default="auto", rich_help_panel=MORE)
+    ] = None,
     compile_mode: Annotated[str, typer.Option(
         help="torch.compile mode: default, reduce-overhead (CUDA graphs: best for small models "
         "on a GPU) or max-autotune.", rich_help_panel=MORE)] = "default",
@@ -130,31 +133,25 @@ def train(
 def _run(cli_values: dict) -> None:
     with importing_torch():
         from .. import ui
-        from ..config import MODEL_FIELDS, TRAIN_FIELDS, TrainConfig, preset
+        from ..checkpoint import saved_run
+        from ..config import merge_settings, read_toml
         from ..data import TokenizeSettings
+        from ..tokenizer import FULL
         from ..train import Trainer, TrainRequest
 
-    values: dict = {}
-    saved: dict = {}
-    if "resume" in cli_values:
-        # a resumed run continues with its own settings (batch size, learning rate, schedule,
-        # seed, ...) and data; the preset, --config and the command line below override them.
-        # What describes this machine or this invocation is not carried over.
-        from ..checkpoint import saved_run
-
-        saved = saved_run(cli_values["resume"])
-        values.update({k: v for k, v in saved.get("train_config", {}).items()
-                       if k in TRAIN_FIELDS and k not in PER_INVOCATION})
-    if "preset" in cli_values:
-        values.update(preset(cli_values["preset"]))
-    if "config" in cli_values:
-        values.update(_read_toml(cli_values["config"], MODEL_FIELDS | TRAIN_FIELDS))
-    values.update({k: v for k, v in cli_values.items() if k in MODEL_FIELDS | TRAIN_FIELDS})
+    command_line = dict(cli_values)
+    if command_line.pop("full_vocab"):
+        command_line["vocab_mode"] = FULL
+    settings = merge_settings(
+        resumed=saved_run(cli_values["resume"]) if "resume" in cli_values else None,
+        preset_name=cli_values.get("preset"),
+        file_values=read_toml(cli_values["config"]) if "config" in cli_values else None,
+        command_line=command_line)
     request = TrainRequest(
-        train_config=TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}),
-        model_options={k: v for k, v in values.items() if k in MODEL_FIELDS},
-        data=cli_values.get("data") or _saved_data_path(saved),
-        tokenize=TokenizeSettings(**_tokenize_settings(cli_values, saved)),
+        train_config=settings.train_config,
+        model_options=settings.model_options,
+        data=settings.data,
+        tokenize=TokenizeSettings(**settings.tokenize),
         cache_dir=cli_values.get("cache_dir"),
         out=cli_values["out"],
         resume=cli_values.get("resume"),
@@ -167,8 +164,8 @@ def _run(cli_values: dict) -> None:
         _check_extras(cli_values)  # a missing optional package is said now, not after the run
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
         trainer = Trainer(request, tokenize_progress=progress)
-    if trainer.device.type == "cpu":
-        from ..allocator import keep_freed_memory
+    if trainer.fast:
+        from ..fast.allocator import keep_freed_memory
 
         keep_freed_memory()  # the process is ours: no page faults for what each step reallocates
     reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
@@ -200,29 +197,6 @@ def _run(cli_values: dict) -> None:
             ui.info(f"Stopped by {name} after step {done.steps}; saved {done.checkpoint}.")
             ui.info(f"Resume with: {_resume_command(done.checkpoint)}")
         raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
-
-
-def _saved_data_path(saved: dict) -> Path | None:
-    path = saved.get("data", {}).get("path")
-    return Path(path) if path and Path(path).is_file() else None
-
-
-def _tokenize_settings(cli_values: dict, saved: dict) -> dict:
-    """How to tokenize: what the user gave, else (resuming on the same data) the checkpoint's,
-    else the defaults."""
-    from ..tokenizer import FULL
-
-    settings = {}
-    if "data" not in cli_values:
-        recorded = saved.get("data", {}).get("settings", {})
-        settings.update({k: recorded[k] for k in ("encoding", "vocab_mode", "val_fraction",
-                                                  "column", "errors") if k in recorded})
-    for key in ("encoding", "val_fraction", "column", "errors"):
-        if key in cli_values:
-            settings[key] = cli_values[key]
-    if cli_values["full_vocab"]:
-        settings["vocab_mode"] = FULL
-    return settings
 
 
 def _check_extras(cli_values: dict) -> None:
@@ -271,40 +245,3 @@ def _resume_command(checkpoint: Path) -> str:
     if not args or args[0] != "train":
         args = ["train", *[a for a in args if a != "train"]]
     return shlex.join(["tinygpt", *args, "--resume", str(checkpoint)])
-
-
-def _read_toml(path: Path, known: frozenset[str]) -> dict:
-    from dataclasses import MISSING, fields
-
-    from ..config import ModelConfig, TrainConfig
-    from ..errors import UsageError
-
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
-    values = {key.replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",
-                         hint=f"known keys: {', '.join(sorted(known))}")
-    # TOML has its own types: "128" or 1.5 for d_model must be a clear error, not a traceback
-    kinds = {f.name: type(f.default) for cls in (ModelConfig, TrainConfig) for f in fields(cls)
-             if f.default is not MISSING}
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    problems = []
-    for key, value in values.items():
-        kind = kinds[key]
-        if kind is float and type(value) is int:
-            values[key] = float(value)
-        elif type(value) is not kind:
-            problems.append(f"{key} must be {names[kind]} (got {value!r})")
-    if problems:
-        raise UsageError(f"--config {path}: {'; '.join(problems)}")
-    return values

@@ -1,11 +1,13 @@
 """AdamW: torch.optim.AdamW's update, without torch.optim.Optimizer's machinery.
 
-The update itself is PyTorch's: `torch.optim.adamw.adamw`, its documented functional form, with the
-fused kernel on CUDA and CPU. What this class leaves out is the `Optimizer` base class, which
-imports `torch._dynamo` on first use (about 1 s and 70 MB on a 2-core CPU, a twentieth of the
-book's whole run there) and wraps every step and `zero_grad` in hooks and graph breaks for
-`torch.compile`'s sake. tinygpt compiles the model, never the optimizer, so it needs none of that.
+The update itself is PyTorch's: `torch.optim.adamw.adamw`, its documented functional form, and
+`torch._fused_adamw_`, the fused kernel torch.optim.AdamW(fused=True) calls. What this class leaves
+out is the `Optimizer` base class, which imports `torch._dynamo` on first use (seconds and tens of
+MB on a small CPU, a noticeable share of the book's whole run) and wraps every step and
+`zero_grad` in hooks and graph breaks for `torch.compile`'s sake.
 
+The fused kernel is a private op: `make_optimizer` checks it on a tiny tensor first and falls back
+to torch.optim.AdamW, with a notice, where a torch release has removed it or changed its signature.
 The state dict is torch.optim.AdamW's, key for key, so a checkpoint's optimizer state loads into
 either, and `param_groups`/`state` have the same shape, so `GradScaler` and `clip_grad_norm_` work.
 """
@@ -15,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch.optim.adamw import adamw
+
+try:
+    from torch.optim.adamw import adamw
+except ImportError:  # a torch without the functional form: make_optimizer falls back
+    adamw = None
 
 # where tinygpt uses torch's fused AdamW kernel, as it did with torch.optim.AdamW (torch has one
 # for mps and xpu too; those keep torch's default path)
@@ -72,8 +78,8 @@ class AdamW:
     def _pack_steps(self) -> torch.Tensor | None:
         """The step counts of every state as views of one tensor, so that when every parameter
         steps (as in tinygpt's training) one `add_` counts them all: torch's fused path adds 1 to
-        each 0-d count separately, 0.1 ms a step for the book's 71 tensors on a CPU. None if the
-        counts are on several devices."""
+        each 0-d count separately, one small operation per tensor. None if the counts are on
+        several devices."""
         steps = [s["step"] for s in self.state.values()]
         if len({t.device for t in steps}) != 1:
             return None
@@ -154,3 +160,30 @@ class AdamW:
                 self.param_groups[0][key] = tuple(saved[key]) if key == "betas" else saved[key]
         self.state = loaded
         self._steps = None
+
+
+def fused_kernel_works() -> bool:
+    """Whether this torch has the fused AdamW op with the signature `AdamW.step` calls, tried
+    on a one-element tensor (a missing op, a renamed argument or a changed arity all fail)."""
+    if adamw is None or not hasattr(torch, "_fused_adamw_"):
+        return False
+    p, g = torch.ones(1), torch.full((1,), 0.5)
+    try:
+        with torch.no_grad():
+            torch._fused_adamw_([p], [g], [torch.zeros(1)], [torch.zeros(1)], [],
+                                [torch.ones(())], lr=0.1, beta1=0.9, beta2=0.999,
+                                weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+    return bool(torch.isfinite(p).all()) and float(p) < 1.0  # it stepped against the gradient
+
+
+def make_optimizer(params: Iterable[torch.Tensor], lr: float, weight_decay: float
+                   ) -> tuple[AdamW | torch.optim.AdamW, str | None]:
+    """This module's AdamW, or torch.optim.AdamW where this torch lacks the fused op it calls;
+    the second value is the notice to show then (None otherwise)."""
+    if fused_kernel_works():
+        return AdamW(params, lr=lr, weight_decay=weight_decay), None
+    notice = (f"this torch ({torch.__version__}) lacks the fused AdamW op the speed path calls; "
+              "using torch.optim.AdamW (the same update, a little slower)")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), notice

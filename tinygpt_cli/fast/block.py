@@ -1,20 +1,16 @@
-"""A transformer block's training pass on the CPU, its backward written out by hand.
+"""A transformer block's CPU training pass as one autograd node, its backward written by hand.
 
-Autograd records a block as about 40 nodes (linears, views, transposes, the split of the fused
-QKV output, softmax, dropout products, residual sums, layer norms), and on the book's small model
-the CPU spends a good part of a step walking them and doing what each does separately: copying
-q, k and v into head-major layout one by one and their gradients back through a concatenation,
-taking a view's backward, accumulating. `BlockFunction` is one node: its forward is the block's
-arithmetic (the same operations `model.Block` uses), its backward the chain rule taken by hand,
-with q, k and v moved to head-major layout in one copy each way and every weight gradient a single
-matrix product. Measured on the book's run (2-core CPU, interleaved steps,
-`benchmarks/step_compare.py`): a training step 0.94x of the module path's. Tests hold it to the
-module path, values and gradients, in float64.
+Autograd records `model.Block` as about 40 nodes (linears, views, transposes, the split of the
+fused QKV output, softmax, dropout products, residual sums, layer norms), and on the book's small
+model the CPU spends a good part of a step walking them and doing what each does separately:
+copying q, k and v into head-major layout one by one and their gradients back through a
+concatenation, taking a view's backward, accumulating. `BlockFunction` is one node: its forward is
+the block's arithmetic, its backward the chain rule taken by hand, with q, k and v moved to
+head-major layout in one copy each way and every weight gradient a single matrix product. Tests
+hold it to the module path, values and gradients, in float64.
 
-Only the CPU training pass in float32 or float64 takes this path (`applies`); CUDA, autocast,
-torch.compile and the KV cache keep the modules, whose autograd is what those need. Being one
-node, it reads the block's parameters directly: hooks or parametrizations registered on the
-block's submodules are not run, and it is differentiable once (no `create_graph`).
+Being one node, it reads the block's parameters directly: hooks or parametrizations registered on
+the block's submodules are not run, and it is differentiable once (no `create_graph`).
 """
 
 from __future__ import annotations
@@ -27,16 +23,10 @@ from torch.autograd.function import once_differentiable
 aten = torch.ops.aten
 
 
-def applies(x: torch.Tensor) -> bool:
-    """Whether a training pass over x goes through `BlockFunction`."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
-
-
 class BlockFunction(torch.autograd.Function):
     """x -> x + drop(attn(ln1(x))) -> + drop(ffwd(ln2(.))), as `model.Block` computes it.
 
-    Masks are dropout multipliers (0 or 1/P(keep), see `model.dropout_masks`), or None for no
+    Masks are dropout multipliers (0 or 1/P(keep), see `dropout.dropout_masks`), or None for no
     dropout: `attn_mask` (B*H, T, T) for the attention weights, `attn_out_mask` and `ffwd_mask`
     (B, T, C) for the two branches. `bias` is the (T, T) causal bias (0 on and below the
     diagonal, -inf above).
@@ -116,5 +106,6 @@ class BlockFunction(torch.autograd.Function):
 
 def _add_dropped(residual: torch.Tensor, branch: torch.Tensor, mask: torch.Tensor | None
                  ) -> torch.Tensor:
-    """residual + branch * mask: one `addcmul`, as `model.add_dropped`."""
+    """residual + branch * mask: one `addcmul`, one pass over memory where a product then a sum
+    take two."""
     return residual + branch if mask is None else torch.addcmul(residual, branch, mask)

@@ -1,0 +1,149 @@
+"""The metrics file beside a checkpoint (NAME.metrics.jsonl): its one writer, used by the
+trainer, and its one reader, used by `plot` and `info`, so its format has one owner.
+
+One JSON object per line: {"type": "eval", "step", "train_loss", "valid_loss", ...} at each
+evaluation, {"type": "train", "step", "loss", ...} every log interval (the running mean of the
+training loss since the last one), and {"type": "sample", "step", "text"} for --sample-every.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import TinyGPTError
+from .events import EvalDone, StepDone
+
+METRICS_SUFFIX = ".metrics.jsonl"
+
+
+class RunError(TinyGPTError):
+    """A RUN to plot is missing, unreadable, or neither a checkpoint nor a metrics file."""
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def record(event: StepDone | EvalDone) -> dict:
+    record = asdict(event)
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}
+
+
+class MetricsWriter:
+    """JSON lines beside the checkpoint: one record per evaluation and per log interval.
+
+    A resumed run keeps the records up to its checkpoint and drops any written after it (by a run
+    that went on and was then killed), so the file never holds a step twice.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None,
+                 evaluated_step: int | None = None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.resume_step, self.evaluated_step = resume_step, evaluated_step
+        self._file = None
+
+    def _kept_lines(self) -> list[str]:
+        if self.resume_step is None or not self.path.exists():
+            return []
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                step = int(record["step"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut off by a crash
+            kind = record.get("type")
+            # an evaluation at the resume step ran before its checkpoint was saved, and a sample
+            # at it after the step that led there: neither is repeated by the resumed run
+            if step < self.resume_step or (step == self.evaluated_step and kind == "eval") \
+                    or (step == self.resume_step and kind == "sample"):
+                kept.append(line + "\n")
+        return kept
+
+    def __enter__(self) -> MetricsWriter:
+        if self.enabled:
+            kept = self._kept_lines()
+            self._file = open(self.path, "w", encoding="utf-8")
+            self._file.writelines(kept)
+        return self
+
+    def write(self, record: dict) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metrics:
+    """The loss records of one metrics file, in step order (a restarted run's later records win)."""
+
+    evals: list[tuple[int, float, float]]  # (step, train_loss, valid_loss), from "eval" records
+    train: list[tuple[int, float]]  # (step, running mean of the training loss), "train" records
+    skipped: int = 0  # lines that are not JSON or not a well-formed record
+    restarts: list[int] = field(default_factory=list)  # steps where the records went back
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _step(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _append(points: list, point: tuple, restarts: list[int]) -> None:
+    # A run resumed from an earlier checkpoint (say the .best.ckpt) appends records for steps
+    # that are already there; the later records are the ones the checkpoint continues from.
+    if points and point[0] <= points[-1][0]:
+        restarts.append(point[0])
+        while points and points[-1][0] >= point[0]:
+            points.pop()
+    points.append(point)
+
+
+def read_metrics(path: Path) -> Metrics:
+    """Read a metrics file, keeping every readable record and counting the lines that are not.
+
+    A file cut off mid-line (a crash, a run still writing) loses only that line. Record types
+    this version does not know are ignored, so newer files still plot.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such metrics file") from None
+    except IsADirectoryError:
+        raise RunError(f"{path} is a directory, not a metrics file") from None
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    evals: list[tuple[int, float, float]] = []
+    train: list[tuple[int, float]] = []
+    restarts: list[int] = []
+    skipped = 0
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (UnicodeDecodeError, ValueError):
+            skipped += 1
+            continue
+        if not isinstance(record, dict):
+            skipped += 1
+            continue
+        kind, step = record.get("type"), record.get("step")
+        if kind == "eval" and _step(step) and _number(record.get("train_loss")) \
+                and _number(record.get("valid_loss")):
+            _append(evals, (step, float(record["train_loss"]), float(record["valid_loss"])),
+                    restarts)
+        elif kind == "train" and _step(step) and _number(record.get("loss")):
+            _append(train, (step, float(record["loss"])), restarts)
+        elif kind in ("eval", "train") or not isinstance(kind, str):
+            skipped += 1
+    return Metrics(evals, train, skipped, sorted(set(restarts)))
