@@ -496,6 +496,9 @@ def test_the_command_line_switch_trains_and_samples_on_either_path(corpus, cache
         assert generated.exit_code == 0, generated.output
         assert f'"fast": {str(flag == "--fast").lower()}' in generated.stdout
         texts[flag] = generated.stdout
+        info = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+        said = "speed path on" if flag == "--fast" else "speed path off (--no-fast)"
+        assert said in info.output
     result = runner.invoke(app, ["train", *tiny, "--fast", "--compile",
                                  "--out", str(tmp_path / "c" / "model.ckpt")])
     assert_user_error(result, 2, "--fast does not apply here", "torch.compile")

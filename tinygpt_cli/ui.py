@@ -395,6 +395,8 @@ def checkpoint_summary(d: dict) -> None:
         rows["training"] = (f"batch {t.get('batch_size')} x grad_accum {t.get('grad_accum')}"
                             f"{procs}, lr {t.get('learning_rate')} ({t.get('lr_schedule')}), "
                             f"seed {t.get('seed')}")
+        if t.get("fast") is not None:  # recorded since the speed path has a switch
+            rows["training"] += ", speed path " + ("on" if t["fast"] else "off (--no-fast)")
     data = d["data"]
     if data:
         rows["data"] = data["path"]
