@@ -405,6 +405,7 @@ class Trainer:
             yield from self._settle_saves()
             self.save(self.out)
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
+            self.dist.barrier()  # nor before every other has left the last collective
         tps = train_tokens / train_time if train_time else 0.0
         progress = self.progress
         final = progress.last_losses or (None, None)
