@@ -238,3 +238,31 @@ def test_bad_eval_options_are_usage_errors(tiny):
                       "--eval-iters")
     assert_user_error(invoke("eval", "-c", tiny.checkpoint, "--batch-size", "0"), 2,
                       "--batch-size")
+
+
+def test_by_default_eval_repeats_the_estimate_training_reported(tiny):
+    """One meaning for "validation loss": on the checkpoint saved at an evaluation (the best),
+    eval's default estimate is the training's, number for number; on the run's last checkpoint
+    it uses the same batches and says the weights moved on since."""
+    best = tiny.root / "model.best.ckpt"
+    state = torch.load(best, weights_only=True)
+    assert state["step"] == state["evaluated_step"]  # saved at that evaluation
+    result = invoke("eval", "-c", best, "--cache-dir", tiny.cache, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["batch_size"] == 4 and doc["eval_iters"] == 2  # the training's settings
+    train_loss, valid_loss = state["last_losses"]
+    assert doc["splits"]["train"]["loss"] == pytest.approx(train_loss, rel=1e-6)
+    assert doc["splits"]["valid"]["loss"] == pytest.approx(valid_loss, rel=1e-6)
+    assert doc["training_estimate"]["relation"] == "same"
+    table = invoke("eval", "-c", best, "--cache-dir", tiny.cache, "--device", "cpu")
+    assert f"training reported at step {state['step']}" in table.stderr
+    assert "the same estimate, on the same weights" in table.stderr
+
+    last = eval_json(tiny)  # model.ckpt: saved after the last step's update
+    assert last["training_estimate"]["relation"] == "updated"
+    assert last["training_estimate"]["updates_since"] == 1
+    assert last["seed"] == doc["seed"]  # the same batches as the last evaluation
+    mine = eval_json(tiny, "--batch-size", "8")
+    assert mine["training_estimate"]["relation"] == "other settings"
+    assert mine["seed"] == 1337 and mine["eval_iters"] == 2

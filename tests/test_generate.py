@@ -83,17 +83,30 @@ def test_the_same_seed_gives_the_same_text(tiny):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_greedy_is_the_argmax_of_the_logits(tiny, use_cache):
+@pytest.mark.parametrize("valid_utf8", [True, False])
+def test_greedy_is_the_argmax_of_the_logits(tiny, use_cache, valid_utf8):
+    """Of all the logits with --allow-invalid-utf8; by default, of the tokens that keep the text
+    valid UTF-8 after what came before (the vocabulary's Utf8Table)."""
+    from tinygpt_cli.tokenizer import COMPLETE
+
+    table = tiny.vocab.utf8
     prompt = encode_prompt(tiny.vocab, "力士LUX", T)
     config = SampleConfig(max_new_tokens=2 * T, temperature=0.0)  # slides past the window
-    (sample,) = generate(tiny.model, tiny.vocab, prompt, config, use_cache=use_cache)
-    assert len(sample.ids) == 2 * T
-    ids = list(prompt.ids)
+    (sample,) = generate(tiny.model, tiny.vocab, prompt, config, use_cache=use_cache,
+                         valid_utf8=valid_utf8)
+    assert len(sample.ids) == 2 * T + sample.finishing_tokens
+    ids, state = list(prompt.ids), COMPLETE
     with torch.no_grad():
-        for token in sample.ids:
+        for i, token in enumerate(sample.ids):
             logits, _ = tiny.model(torch.tensor([ids[-T:]]))  # (1, t, V)
+            if valid_utf8:
+                rows = table.allowed if i < 2 * T else table.finishes
+                allowed = torch.from_numpy(rows[state])
+                logits = logits.masked_fill(~allowed, float("-inf"))
+                state = int(table.next_state[state, token])
             assert token == int(logits[0, -1].argmax())
             ids.append(token)
+    assert "\ufffd" not in sample.text or not valid_utf8
 
 
 def test_no_cache_gives_the_same_text(tiny):
@@ -182,8 +195,13 @@ def test_json_has_prompt_samples_and_settings(tiny):
     doc = gen_json(tiny, "-n", "12", "--num-samples", "3", "--top-k", "5", "--top-p", "0.9")
     assert {"prompt", "samples", "settings", "tokens", "seconds", "tokens_per_sec"} <= set(doc)
     assert doc["prompt"] == DEFAULT_PROMPT
-    assert len(doc["samples"]) == 3 and doc["tokens"] == 36
+    assert len(doc["samples"]) == 3
+    # each sample: 12 tokens, and up to 3 more where the 12th left a character open
+    assert all(s["tokens"] == 12 + s["finishing_tokens"] and s["finishing_tokens"] <= 3
+               for s in doc["samples"])
+    assert doc["tokens"] == sum(s["tokens"] for s in doc["samples"])
     assert all({"text", "tokens", "finish_reason"} <= set(s) for s in doc["samples"])
+    assert doc["settings"]["valid_utf8"] is True
     settings = doc["settings"]
     assert (settings["top_k"], settings["top_p"], settings["temperature"]) == (5, 0.9, 0.8)
     assert settings["max_new_tokens"] == 12 and settings["seed"] == 1337
@@ -194,7 +212,7 @@ def test_json_has_prompt_samples_and_settings(tiny):
 def test_empty_prompt_starts_from_a_newline(tiny):
     doc = gen_json(tiny, "-p", "", "-n", "10")
     assert doc["start_token"] is True and doc["prompt"] == "" and doc["prompt_tokens"] == 1
-    assert doc["samples"][0]["tokens"] == 10
+    assert doc["samples"][0]["tokens"] == 10 + doc["samples"][0]["finishing_tokens"]
     streamed = gen(tiny, "-p", "", "-n", "10")
     assert streamed.exit_code == 0 and "newline" in streamed.stderr
     assert encode_prompt(tiny.vocab, "", T).ids == tiny.vocab.encode("\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,17 @@ def test_meta_device_count_matches_a_real_model():
     with torch.device("meta"):
         meta = GPT(config).num_params()
     assert meta == GPT(config).num_params()
+
+
+def test_off_a_terminal_info_reads_like_a_log(trained):
+    """No wrapping at 80 columns (a 64-character hash and a long path stay whole on their line)
+    and no trailing spaces, when stderr is not a terminal and COLUMNS is not set."""
+    checkpoint, _ = trained
+    result = CliRunner().invoke(app, ["info", str(checkpoint)], env={"COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    (sha,) = [line for line in lines if "data sha256" in line]
+    assert re.search(r"\b[0-9a-f]{64}$", sha), sha
+    (path,) = [line for line in lines if line.lstrip().startswith("checkpoint ")]
+    assert path.endswith(str(checkpoint))
+    assert all(line == line.rstrip() for line in lines)

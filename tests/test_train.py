@@ -11,6 +11,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -419,3 +420,37 @@ def test_check_writable_refuses_before_any_work(tmp_path):
         check_writable(tmp_path / "dir")
     check_writable(tmp_path / "new" / "model.ckpt")
     assert (tmp_path / "new").is_dir() and list((tmp_path / "new").iterdir()) == []
+
+
+def test_the_live_rates_are_recent_and_the_summary_overall(token_cache, tmp_path, monkeypatch):
+    """A fake clock: steps 0-9 take 1 s, later ones 3 s. StepDone and EvalDone report the rate of
+    the steps since the previous record, RunDone the whole run's; the final losses name the
+    evaluation they come from."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    real_step = Trainer.train_step
+
+    def timed_step(self, lr):
+        clock["now"] += 1.0 if self.step < 10 else 3.0
+        return real_step(self, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", timed_step)
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=20, eval_interval=10,
+                           log_interval=10)
+    events = run_all(trainer)
+    per_step = 4 * 16  # batch x context of make_trainer's run
+    assert [e.tokens_per_sec for e in events if isinstance(e, StepDone)] == \
+        [per_step / 1.0, per_step / 3.0]
+    assert [e.tokens_per_sec for e in events if isinstance(e, EvalDone)] == \
+        [0.0, per_step / 1.0, per_step / 3.0]  # at 0, 10 and 19
+    (done,) = [e for e in events if isinstance(e, RunDone)]
+    assert done.tokens_per_sec == pytest.approx(20 * per_step / 40.0)
+    assert done.final_step == 19
+
+
+def test_the_eta_follows_the_recent_pace():
+    from tinygpt_cli.ui import eta
+
+    assert eta([], 500) == eta([(5.0, 10)], 500) == "-:--:--"
+    assert eta([(0.0, 0), (10.0, 50)], 500) == "0:01:30"  # 5 steps/s, 450 to go
+    assert eta([(100.0, 50), (110.0, 100), (120.0, 150)], 8150) == "0:26:40"

@@ -8,6 +8,9 @@ import typer
 
 from . import __version__
 from .commands import eval_cmd, generate_cmd, info_cmd, plot_cmd, tokenize_cmd, train_cmd
+from .commands.help import suggest, use_plain_hints
+
+use_plain_hints()
 
 app = typer.Typer(
     name="tinygpt",
@@ -68,8 +71,14 @@ def main() -> None:
                                                               int)):
             raise
         message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        typed = getattr(exc, "option_name", None)
+        if typed and ctx is not None and hasattr(exc, "possibilities"):  # an unknown option
+            known = [o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)]
+            meant = suggest(typed, known)
+            message = f"No such option: {typed}" + (f" (did you mean {', '.join(meant)}?)"
+                                                     if meant else "")
         if message:  # empty when the help was shown for a bare `tinygpt`
-            ctx = getattr(exc, "ctx", None)
             ui.error(message, f"see '{ctx.command_path} --help'" if ctx is not None else None)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -32,6 +32,12 @@ def estimate_loss(model: torch.nn.Module, splits: dict[str, torch.Tensor], *, ba
     return torch.tensor(means, device=next(iter(splits.values())).device)
 
 
+def evaluation_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the estimate a run makes at `step` (process `rank`): `tinygpt eval` uses it
+    to repeat the training's own estimate for a checkpoint."""
+    return (seed * 1_000_003 + step * 101 + rank) % 2**63
+
+
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
@@ -151,8 +157,9 @@ ScoreProgress = Callable[[str, int], AbstractContextManager]  # yields an advanc
 
 
 def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
-                        data: Path | None = None, full: bool = False, eval_iters: int = 10,
-                        batch_size: int = 32, seed: int = 1337, cache_dir: Path | None = None,
+                        data: Path | None = None, full: bool = False,
+                        eval_iters: int | None = None, batch_size: int | None = None,
+                        seed: int | None = None, cache_dir: Path | None = None,
                         tokenize_progress: TokenizeProgress | None = None,
                         score_progress: ScoreProgress | None = None) -> dict:
     """Loss, perplexity and bits per byte of a checkpoint, as plain (JSON-ready) data.
@@ -160,14 +167,18 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     Without `data`: the train and valid splits of the corpus the checkpoint was trained on, from
     its token cache (rebuilt with the recorded settings when missing). With `data`: that text file,
     encoded with the checkpoint's vocabulary, as one split named "data".
-    `full` scores every token once (`full_loss`); otherwise the book's estimate averages
-    `eval_iters` random batches drawn from `seed`, so a checkpoint always gets the same numbers.
+    `full` scores every token once (`full_loss`, `batch_size` windows a pass, 32 by default);
+    otherwise the book's estimate averages `eval_iters` random batches of `batch_size` windows
+    drawn from `seed`, so a checkpoint always gets the same numbers. Left out, those three are
+    the training's own (its batch size and eval_iters, and on its corpus the seed of its last
+    evaluation), so the estimate is the one training reported: identical for a checkpoint saved
+    at that evaluation (the best one), one update apart for the last checkpoint of a run.
     """
     from . import checkpoint as ckpt
 
     problems = [f"--{name} must be 1 or more (got {value})"
                 for name, value in (("eval-iters", eval_iters), ("batch-size", batch_size))
-                if value < 1]
+                if value is not None and value < 1]
     if problems:
         from .errors import UsageError
 
@@ -175,6 +186,16 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     model, vocab, state = ckpt.load_model(checkpoint, device)
+    trained = state.get("train_config") or {}
+    evaluated = state.get("evaluated_step")
+    as_training = not full and batch_size is None and eval_iters is None and seed is None \
+        and data is None and evaluated is not None and "seed" in trained
+    if batch_size is None:
+        batch_size = 32 if full else int(trained.get("batch_size", 2))
+    if eval_iters is None:
+        eval_iters = int(trained.get("eval_iters", 10))
+    if seed is None:
+        seed = evaluation_seed(int(trained["seed"]), int(evaluated)) if as_training else 1337
     warnings: list[str] = []
     if data is not None:
         source, cache_path = Path(data), None
@@ -209,9 +230,10 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
                     f"the {name} split has {len(ids)} tokens, too few for the estimate's random "
                     f"windows of context length {T} (it needs {T + 1})",
                     hint="use --full, which also scores texts shorter than a window")
+            # the training's estimate groups its windows as the trainer does (same sums)
             loss, scored = estimate_split_loss(model, tensor, context_length=T,
                                                batch_size=batch_size, eval_iters=eval_iters,
-                                               seed=seed, rows=full_batch)
+                                               seed=seed, rows=None if as_training else full_batch)
             # the split's own bytes per token turn nats per token into bits per byte
             bpb = bits_per_byte(loss, len(ids), nbytes)
         results[name] = {
@@ -233,9 +255,26 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         "eval_iters": None if full else eval_iters,
         "seed": None if full else seed,
         "splits": results,
+        "training_estimate": _training_estimate(state, as_training),
         "seconds": round(time.perf_counter() - started, 3),
         "warnings": warnings,
     }
+
+
+def _training_estimate(state: dict, repeated: bool) -> dict | None:
+    """The losses training reported at its last evaluation, and how they relate to this one."""
+    losses, step = state.get("last_losses"), state.get("evaluated_step")
+    if not losses or step is None:
+        return None
+    if not repeated:
+        relation = "other settings"
+    elif state.get("step") == step:
+        relation = "same"  # saved at that evaluation: the same weights, windows and sums
+    else:
+        relation = "updated"  # the same windows, on weights updated since
+    return {"step": step, "train_loss": _finite(float(losses[0])),
+            "valid_loss": _finite(float(losses[1])), "relation": relation,
+            "updates_since": max(0, int(state.get("step", step)) - step)}
 
 
 def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | None,

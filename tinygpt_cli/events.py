@@ -33,6 +33,8 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class StepDone:
+    """Every log interval: the mean loss and the tokens/s of the steps since the last one."""
+
     step: int
     loss: float
     lr: float
@@ -42,6 +44,8 @@ class StepDone:
 
 @dataclass(frozen=True)
 class EvalDone:
+    """An evaluation; tokens_per_sec is that of the steps since the one before."""
+
     step: int
     train_loss: float
     valid_loss: float
@@ -86,6 +90,7 @@ class RunDone:
     mfu: float | None
     checkpoint: Path
     signum: int | None = None
+    final_step: int | None = None  # the evaluation the final losses come from
 
 
 Event = RunStarted | StepDone | EvalDone | CheckpointSaved | Notice | Sample | RunDone

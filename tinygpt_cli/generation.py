@@ -50,6 +50,8 @@ class Sample:
     finish_reason: str  # "length" (max_new_tokens reached) or "stop"
     stop: str | None  # the stop string that ended it
     seconds: float
+    # tokens drawn past max_new_tokens to finish the character the last one left open
+    finishing_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -146,7 +148,8 @@ class StopFilter:
 
 def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
                    device: torch.device | str = "cpu", use_cache: bool = True,
-                   fast: bool = False) -> Iterator[TextChunk | Sample]:
+                   fast: bool = False, valid_utf8: bool = True
+                   ) -> Iterator[TextChunk | Sample]:
     """Generate `config.num_samples` continuations, yielding text as it is decoded and a `Sample`
     at the end of each.
 
@@ -154,6 +157,9 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
     same text, and sample 1 does not depend on how many samples follow. Text is decoded
     incrementally: a character split across byte-level tokens comes out once complete, so the
     chunks never hold a replacement character the final text would not, and add up to it.
+    With `valid_utf8` (the default) only tokens that keep the text valid UTF-8 are drawn, and a
+    character the last token leaves open is finished (`Sample.finishing_tokens` says with how
+    many more), so no sample shows U+FFFD; False draws from the raw model.
     """
     import torch
 
@@ -166,7 +172,7 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
         tokens = generate_tokens(model, prompt.ids, config.max_new_tokens,
                                  temperature=config.temperature, top_k=config.top_k,
                                  top_p=config.top_p, generator=generator, use_cache=use_cache,
-                                 fast=fast)
+                                 fast=fast, utf8=vocab.utf8 if valid_utf8 else None)
         try:
             for token in tokens:
                 ids.append(token)
@@ -183,13 +189,15 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
             if text:
                 yield TextChunk(i, text)
         yield Sample(i, stops.text, ids, "length" if stops.hit is None else "stop", stops.hit,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started,
+                     max(0, len(ids) - config.max_new_tokens))
 
 
 def generate(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
              device: torch.device | str = "cpu", use_cache: bool = True,
-             fast: bool = False) -> list[Sample]:
+             fast: bool = False, valid_utf8: bool = True) -> list[Sample]:
     """All samples at once (what --json prints)."""
     return [event for event in stream_samples(model, vocab, prompt, config, device=device,
-                                              use_cache=use_cache, fast=fast)
+                                              use_cache=use_cache, fast=fast,
+                                              valid_utf8=valid_utf8)
             if isinstance(event, Sample)]

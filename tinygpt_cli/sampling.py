@@ -24,6 +24,7 @@ import torch
 
 if TYPE_CHECKING:
     from .model import GPT, KVCache
+    from .tokenizer import Utf8Table
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -58,6 +59,48 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return choice.clamp_(max=cdf.size(-1) - 1).squeeze(-1)  # (B,)
 
 
+class Utf8Guard:
+    """Keeps a sample valid UTF-8: before each draw, the tokens that would break the character
+    being written (or start one with a continuation byte, or write U+FFFD) get probability 0;
+    the others keep their ratios (the logits are masked, then softmax renormalises).
+
+    `finishing` restricts the draw to tokens that complete the open character, or bring it
+    closer, for the few tokens a sample may take past max_new_tokens to end on a whole one.
+    """
+
+    def __init__(self, table: Utf8Table, prompt_ids: list[int], device: torch.device) -> None:
+        from .tokenizer import COMPLETE, REJECT
+
+        self.complete, self.next_state = COMPLETE, table.next_state
+        self.allowed = torch.from_numpy(table.allowed).to(device)  # (S, V)
+        finishing = table.finishes.copy()
+        stuck = ~finishing.any(axis=1)
+        finishing[stuck] = table.closer[stuck]
+        self.finishing = torch.from_numpy(finishing).to(device)  # (S, V)
+        state = COMPLETE
+        for token in prompt_ids:  # a prompt cut mid-character starts afresh at its next token
+            state = int(self.next_state[state, token])
+            if state == REJECT:
+                state = int(self.next_state[COMPLETE, token])
+                state = COMPLETE if state == REJECT else state
+        self.state = state
+
+    @property
+    def open(self) -> bool:
+        """A character has begun and is not finished."""
+        return self.state != self.complete
+
+    def restrict(self, logits: torch.Tensor, finishing: bool = False) -> torch.Tensor:
+        row = (self.finishing if finishing else self.allowed)[self.state]  # (V,)
+        return logits.masked_fill(~row, float("-inf"))
+
+    def advance(self, token: int) -> None:
+        self.state = int(self.next_state[self.state, token])
+
+
+FINISH_TOKENS = 3  # a character has at most 4 bytes: 3 tokens always finish one
+
+
 @torch.inference_mode()
 def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None,
                   decode_one=None) -> torch.Tensor:
@@ -73,23 +116,27 @@ def _forward_last(model: GPT, ids: list[int], kv_cache: KVCache | None,
 def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                     generator: torch.Generator | None = None,
-                    use_cache: bool = True, fast: bool = False) -> Iterator[int]:
+                    use_cache: bool = True, fast: bool = False,
+                    utf8: Utf8Table | None = None) -> Iterator[int]:
     """Continue one sequence, yielding each new id as soon as it is drawn.
 
     A prompt longer than the window keeps its last context_length ids. The model is in eval mode
     while this runs and gets its previous mode back when the generator finishes or is closed.
     Cached and uncached runs give the same logits at every step (see the module docstring).
     `fast`: decode each new token on the speed path (`fast.decode`; with the cache only).
+    `utf8` (a vocabulary's `Vocabulary.utf8`): draw only tokens that keep the text valid UTF-8,
+    and if the last of max_new_tokens leaves a character open, finish it with up to
+    FINISH_TOKENS more (tokens of its remaining bytes), so the text never shows U+FFFD.
     """
     if not prompt_ids:
         raise ValueError("prompt_ids is empty; give at least one token (e.g. a start token)")
     return _generate(model, list(prompt_ids), max_new_tokens, temperature, top_k, top_p,
-                     generator, use_cache, fast)
+                     generator, use_cache, fast, utf8)
 
 
 def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: float,
               top_k: int | None, top_p: float, generator: torch.Generator | None,
-              use_cache: bool, fast: bool) -> Iterator[int]:
+              use_cache: bool, fast: bool, utf8: Utf8Table | None) -> Iterator[int]:
     # inference mode is entered per forward pass, never across a yield: a generator holding it
     # open would leak it into the caller's code between tokens
     context = model.config.context_length
@@ -104,8 +151,11 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
             from .fast.decode import OneTokenDecoder
 
             decode_one = OneTokenDecoder(model)
+        guard = Utf8Guard(utf8, ids, model.lm_head.weight.device) if utf8 is not None else None
         pending = ids  # tokens the cache has not seen yet
-        for _ in range(max_new_tokens):
+        drawn = 0
+        while drawn < max_new_tokens or (guard is not None and guard.open and drawn > 0
+                                         and drawn < max_new_tokens + FINISH_TOKENS):
             if cache is None:
                 logits = _forward_last(model, ids, None)  # the reference: the whole window
             else:
@@ -113,7 +163,12 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
                     cache.reset()  # the window slid: every position shifted, re-prefill it
                     pending = ids
                 logits = _forward_last(model, pending, cache, decode_one)
+            if guard is not None:
+                logits = guard.restrict(logits, finishing=drawn >= max_new_tokens)
             next_id = int(sample_next(logits, temperature, top_k, top_p, generator)[0])
+            if guard is not None:
+                guard.advance(next_id)
+            drawn += 1
             ids = (ids + [next_id])[-context:]
             pending = [next_id]
             yield next_id
@@ -124,8 +179,8 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
 def generate_ids(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                  generator: torch.Generator | None = None, use_cache: bool = True,
-                 fast: bool = False) -> list[int]:
+                 fast: bool = False, utf8: Utf8Table | None = None) -> list[int]:
     """All of `generate_tokens` at once, as a list."""
     return list(generate_tokens(model, prompt_ids, max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, generator=generator,
-                                use_cache=use_cache, fast=fast))
+                                use_cache=use_cache, fast=fast, utf8=utf8))

@@ -159,6 +159,11 @@ class Vocabulary:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
+    @functools.cached_property
+    def utf8(self) -> Utf8Table:
+        """Which tokens may follow which partial character (`Utf8Table`), for sampling."""
+        return Utf8Table.build([self.token_bytes(i) for i in range(self.size)])
+
 
 class StreamDecoder:
     """Decodes model ids one at a time, releasing a character only once its bytes are complete.
@@ -178,3 +183,84 @@ class StreamDecoder:
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
+
+
+# --- which tokens keep generated text valid UTF-8 ------------------------------------------------
+
+# A byte-level vocabulary has tokens for pieces of a character (cl100k splits many Chinese
+# characters into two or three tokens, and has all 256 single bytes). A sampler that may pick any
+# token can leave a character unfinished or start one with a continuation byte: the decoded text
+# shows U+FFFD. The states below are those of a UTF-8 decoder between bytes, one per kind of
+# partial character; REJECT is where the bytes stop being UTF-8. The sequence EF BF BD (U+FFFD
+# itself) is rejected too, so generated text never shows one.
+(COMPLETE, NEED1, NEED2, NEED3, AFTER_E0, AFTER_ED, AFTER_EF, AFTER_EF_BF, AFTER_F0, AFTER_F4,
+ REJECT) = range(11)
+UTF8_STATES = REJECT  # the states a sample can be in (REJECT is not one)
+
+
+def _utf8_transitions() -> np.ndarray:
+    """(11, 256) next state for each state and byte."""
+    table = np.full((REJECT + 1, 256), REJECT, dtype=np.int64)
+    lead = table[COMPLETE]
+    lead[0x00:0x80] = COMPLETE
+    lead[0xC2:0xE0] = NEED1
+    lead[0xE0], lead[0xE1:0xED], lead[0xED], lead[0xEE], lead[0xEF] = (
+        AFTER_E0, NEED2, AFTER_ED, NEED2, AFTER_EF)
+    lead[0xF0], lead[0xF1:0xF4], lead[0xF4] = AFTER_F0, NEED3, AFTER_F4
+    table[NEED1, 0x80:0xC0] = COMPLETE
+    table[NEED2, 0x80:0xC0] = NEED1
+    table[NEED3, 0x80:0xC0] = NEED2
+    table[AFTER_E0, 0xA0:0xC0] = NEED1  # no overlong encodings
+    table[AFTER_ED, 0x80:0xA0] = NEED1  # no surrogates
+    table[AFTER_EF, 0x80:0xC0] = NEED1
+    table[AFTER_EF, 0xBF] = AFTER_EF_BF
+    table[AFTER_EF_BF, 0x80:0xC0] = COMPLETE
+    table[AFTER_EF_BF, 0xBD] = REJECT  # U+FFFD
+    table[AFTER_F0, 0x90:0xC0] = NEED2  # no overlong encodings
+    table[AFTER_F4, 0x80:0x90] = NEED2  # nothing past U+10FFFF
+    return table
+
+
+class Utf8Table:
+    """Per vocabulary: for each decoder state s, `allowed[s]` marks the tokens whose bytes keep
+    the text valid UTF-8 after it, `next_state[s]` the state after each, and `finishes[s]` the
+    allowed tokens that end on a complete character. Built once, vectorised over the tokens."""
+
+    def __init__(self, allowed: np.ndarray, next_state: np.ndarray,
+                 continuation_only: np.ndarray) -> None:
+        self.allowed, self.next_state = allowed, next_state  # (S, V) each
+        self.finishes = allowed & (next_state == COMPLETE)  # (S, V)
+        # tokens made of continuation bytes alone: from a partial character they finish it (or
+        # bring it closer) without starting another
+        self.closer = allowed & continuation_only[None, :]  # (S, V)
+
+    @classmethod
+    def build(cls, tokens: Sequence[bytes]) -> Utf8Table:
+        transitions = _utf8_transitions()
+        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+        width = int(lengths.max(initial=0))
+        padded = np.zeros((len(tokens), width), dtype=np.uint8)
+        for i, raw in enumerate(tokens):
+            padded[i, :len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        allowed = np.zeros((UTF8_STATES, len(tokens)), dtype=bool)
+        next_state = np.full((UTF8_STATES, len(tokens)), REJECT, dtype=np.int64)
+        for start in range(UTF8_STATES):
+            state = np.full(len(tokens), start, dtype=np.int64)
+            for col in range(width):
+                live = col < lengths
+                state = np.where(live, transitions[state, padded[:, col]], state)
+            allowed[start] = (state != REJECT) & (lengths > 0)
+            next_state[start] = np.where(allowed[start], state, REJECT)
+        is_continuation = (padded >= 0x80) & (padded < 0xC0)
+        within = np.arange(width)[None, :] < lengths[:, None]
+        continuation_only = ((is_continuation | ~within).all(axis=1)) & (lengths > 0)
+        return cls(allowed, next_state, continuation_only)
+
+    def state_after(self, data: bytes, state: int = COMPLETE) -> int:
+        """The decoder state after `data` (REJECT if it is not valid UTF-8 from `state`)."""
+        transitions = _utf8_transitions()
+        for byte in data:
+            state = int(transitions[state, byte])
+            if state == REJECT:
+                break
+        return state

@@ -25,7 +25,7 @@ from . import fast, runstate
 from .config import COMPILE_MODES, MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
-from .evaluate import estimate_loss
+from .evaluate import estimate_loss, evaluation_seed
 from .events import (
     CheckpointSaved,
     EvalDone,
@@ -235,7 +235,7 @@ class Trainer:
         means = estimate_loss(
             self.model, self.splits, batch_size=self.cfg.batch_size,
             context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
-            seed=(self.cfg.seed * 1_000_003 + self.step * 101 + self.dist.rank) % 2**63,
+            seed=evaluation_seed(self.cfg.seed, self.step, self.dist.rank),
             autocast=self.autocast())
         train_loss, valid_loss = self.dist.all_mean(means).tolist()
         return train_loss, valid_loss
@@ -339,7 +339,11 @@ class Trainer:
                                 resume_step=self.step if self.request.resume else None,
                                 evaluated_step=self.progress.evaluated_step, enabled=self.dist.main)
         started = time.perf_counter()
-        train_time, train_tokens = 0.0, 0
+        train_time, train_tokens = 0.0, 0  # the whole run's, for the summary
+        # the recent rate the live table shows: since the last log record, since the last
+        # evaluation (an average since the start lags the real rate for much of a run)
+        log_time = eval_time = 0.0
+        log_tokens = eval_tokens = 0
         window_losses: list[float] = []
         bad_steps = 0
         reason, signum = "finished", None
@@ -348,9 +352,10 @@ class Trainer:
         with StopSignals() as stop, metrics, closing(self.saver):
             while self.step < cfg.max_iters:
                 step, lr = self.step, lr_at(self.step, cfg)
-                tps = train_tokens / train_time if train_time else 0.0
+                tps = eval_tokens / eval_time if eval_time else 0.0
                 if (step % cfg.eval_interval == 0 or step == cfg.max_iters - 1) \
                         and step != self.progress.evaluated_step:
+                    eval_time, eval_tokens = 0.0, 0
                     yield from self._evaluate(step, lr, tps, peak, flops_per_token, started,
                                               metrics)
                     yield from self._drain_notices()
@@ -383,12 +388,17 @@ class Trainer:
                             f"{step}; the last good checkpoint is {self.out}",
                             hint="lower --learning-rate, set --grad-clip 1.0, or use "
                             "--dtype float32")
-                train_time += time.perf_counter() - t0  # .tolist() above waited for the step
+                seconds = time.perf_counter() - t0  # .tolist() above waited for the step
+                train_time, log_time, eval_time = (train_time + seconds, log_time + seconds,
+                                                   eval_time + seconds)
                 train_tokens += tokens_per_step
+                log_tokens += tokens_per_step
+                eval_tokens += tokens_per_step
                 self.progress.step += 1
                 if self.step % cfg.log_interval == 0 and window_losses:
                     event = StepDone(step, sum(window_losses) / len(window_losses), lr,
-                                     train_tokens / train_time, time.perf_counter() - started)
+                                     log_tokens / log_time, time.perf_counter() - started)
+                    log_time, log_tokens = 0.0, 0
                     metrics.write({"type": "train", **record(event)})
                     window_losses.clear()
                     yield event
@@ -412,7 +422,8 @@ class Trainer:
         mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak else None
         yield RunDone(reason, self.step, final[0], final[1], progress.best_valid,
                       progress.best_step, time.perf_counter() - started, tps, mfu, self.out,
-                      signum)
+                      signum, final_step=progress.evaluated_step if progress.last_losses
+                      else None)
 
     def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics) -> Iterator[Event]:
         train_loss, valid_loss = self.evaluate()
@@ -442,7 +453,7 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         ids = generate_ids(self.model, vocab.encode(prompt), self.request.sample_tokens,
                            temperature=0.8, top_k=None, top_p=0.95, generator=generator,
-                           fast=self.fast)
+                           fast=self.fast, utf8=vocab.utf8)
         return Sample(step, prompt, vocab.decode(ids))
 
     def _out_of_time(self, started: float) -> bool:

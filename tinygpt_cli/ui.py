@@ -6,11 +6,13 @@ stdout carries data (generated text, --json results); everything else goes to st
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -25,7 +27,54 @@ from rich.progress import (
 )
 from rich.table import Table
 
-err = Console(stderr=True, highlight=False)
+LOG_WIDTH = 4096  # off a terminal: wide enough that no line of ours is ever wrapped
+
+
+class _Stderr:
+    """sys.stderr as it is at each write (a test runner may swap it). Off a terminal, the spaces
+    Rich pads a table's lines with are dropped: a log wants no trailing whitespace."""
+
+    def write(self, text: str) -> int:
+        stream = sys.stderr
+        if not stream.isatty():
+            text = _TRAILING_SPACE.sub("", text)
+        return stream.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+
+_TRAILING_SPACE = re.compile(r"[ \t]+(?=\n)")
+
+
+class _Console(Console):
+    """A Rich console that reads like a log off a terminal: lines as long as they are (a path or
+    a hash is never broken at 80 columns), unless COLUMNS asks for a width. On a terminal, its
+    width as Rich finds it."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self.is_terminal or self._width is not None or "COLUMNS" in os.environ:
+            return size
+        return ConsoleDimensions(LOG_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+err = _Console(file=_Stderr(), highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -184,6 +233,7 @@ class LiveTrainDisplay(TrainReporter):
     """On a terminal: a table that gains a row per evaluation, above a progress bar with ETA."""
 
     MAX_ROWS = 30
+    ETA_WINDOW = 6  # StepDone events (10 steps each by default) the ETA's rate is taken over
 
     def __init__(self) -> None:
         super().__init__()
@@ -191,10 +241,11 @@ class LiveTrainDisplay(TrainReporter):
 
         self.rows: list[tuple[str, ...]] = []
         self.sample: str | None = None
+        self.marks: list[tuple[float, int]] = []  # (elapsed, step) of the recent StepDone events
         self.progress = Progress(
             TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
             TaskProgressColumn(), TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=err)
+            TextColumn("eta {task.fields[eta]}"), console=err)
         self.task = None
         self.live = Live(console=err, refresh_per_second=8, get_renderable=self._render)
 
@@ -223,10 +274,13 @@ class LiveTrainDisplay(TrainReporter):
     def on_RunStarted(self, e) -> None:  # noqa: N802
         super().on_RunStarted(e)
         self.task = self.progress.add_task("train", total=e.max_iters, completed=e.start_step,
-                                           rate="-")
+                                           rate="-", eta="-:--:--")
+        self.total = e.max_iters
 
     def on_StepDone(self, e) -> None:  # noqa: N802
-        self.progress.update(self.task, completed=e.step + 1, rate=_rate(e.tokens_per_sec))
+        self.marks = (self.marks + [(e.elapsed, e.step + 1)])[-self.ETA_WINDOW:]
+        self.progress.update(self.task, completed=e.step + 1, rate=_rate(e.tokens_per_sec),
+                             eta=eta(self.marks, self.total))
 
     def on_EvalDone(self, e) -> None:  # noqa: N802
         self.rows.append((str(e.step), _loss(e.train_loss), _loss(e.valid_loss),
@@ -248,12 +302,24 @@ class LiveTrainDisplay(TrainReporter):
         self.live.console.print(f"[yellow]warning:[/] {escape(e.message)}", soft_wrap=True)
 
 
+def eta(marks: list[tuple[float, int]], total: int) -> str:
+    """Time left at the recent pace: steps per wall-clock second between the oldest and newest
+    of `marks` ((elapsed, steps done) pairs), evaluations and saves included."""
+    if len(marks) < 2 or marks[-1][0] <= marks[0][0] or marks[-1][1] <= marks[0][1]:
+        return "-:--:--"
+    rate = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+    seconds = int(max(0, total - marks[-1][1]) / rate)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def train_summary(e) -> None:
     title = {"finished": "Training finished", "max_time": "Stopped at --max-time",
              "interrupted": "Training interrupted"}[e.reason]
     rows: dict[str, object] = {
         "steps": e.steps,
-        "final losses": f"train {_loss(e.final_train_loss)}, valid {_loss(e.final_valid_loss)}",
+        "final losses": f"train {_loss(e.final_train_loss)}, valid {_loss(e.final_valid_loss)}"
+                        + (f" at step {e.final_step}" if getattr(e, "final_step", None) is not None
+                           else ""),
         "best valid loss": (f"{_loss(e.best_valid_loss)} at step {e.best_step}"
                             if e.best_valid_loss is not None else "-"),
         "time": _duration(e.seconds) + f" ({e.seconds:.1f} s)",
@@ -292,6 +358,14 @@ def eval_table(r: dict) -> None:
         table.add_row(name, _num(s["loss"]), _num(s["perplexity"], 2),
                       _num(s["bits_per_byte"]), f"{s['tokens']:,}")
     err.print(table)
+    t = r.get("training_estimate")
+    if t:
+        said = {"same": "the same estimate, on the same weights",
+                "updated": f"the same batches, on the weights before the last "
+                           f"{t['updates_since']} update(s)",
+                "other settings": "its own batches and settings"}[t["relation"]]
+        err.print(f"training reported at step {t['step']}: train {_num(t['train_loss'])}, valid "
+                  f"{_num(t['valid_loss'])} ({said})", soft_wrap=True)
     err.print(f"[dim]data {escape(r['source'])}, vocabulary {escape(r['vocabulary'])}, "
               f"{escape(r['device'])}, {r['seconds']:.1f} s[/]", soft_wrap=True)
 

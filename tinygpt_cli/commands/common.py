@@ -66,19 +66,29 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-CacheDir = Annotated[Path | None, typer.Option(
-    "--cache-dir", envvar="TINYGPT_CACHE_DIR", file_okay=False,
-    help="Where token caches live. Default: $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt.",
-    show_default=False)]
+def cache_dir_option(panel: str | None = None):
+    """--cache-dir, in `panel` of the help where a command groups its options."""
+    return Annotated[Path | None, typer.Option(
+        "--cache-dir", envvar="TINYGPT_CACHE_DIR", file_okay=False,
+        help="Where token caches live. Default: $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt.",
+        show_default=False, rich_help_panel=panel)]
+
+
+def column_option(panel: str | None = None):
+    """--column, in `panel` of the help where a command groups its options."""
+    return Annotated[str | None, typer.Option(
+        "--column", help="Read one column of a CSV file (rows joined by newlines) instead of the "
+        "whole file as text.", show_default=False, rich_help_panel=panel)]
+
+
+CacheDir = cache_dir_option()
 Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Checkpoint = Annotated[Path, typer.Option(
     "--checkpoint", "-c", help="The checkpoint to load (written by `tinygpt train`).")]
 Encoding = Annotated[str, typer.Option(
     "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
     "tiktoken's cache (TIKTOKEN_CACHE_DIR) or the network.")]
-Column = Annotated[str | None, typer.Option(
-    "--column", help="Read one column of a CSV file (rows joined by newlines) instead of the "
-    "whole file as text.", show_default=False)]
+Column = column_option()
 Fast = Annotated[bool | None, typer.Option(
     "--fast/--no-fast", help="The speed path (tinygpt_cli/fast/): the same model computed "
     "faster. On by default where it applies (CPU, float32, no --compile); --no-fast runs the "

@@ -21,14 +21,16 @@ def eval_command(
     full: Annotated[bool, typer.Option(
         "--full", help="Score every token once in non-overlapping windows (exact, slower) "
         "instead of the book's estimate from random batches.")] = False,
-    eval_iters: Annotated[int, typer.Option(
-        "--eval-iters", help="Estimate: random batches per split (the book's 10).")] = 10,
-    batch_size: Annotated[int, typer.Option(
+    eval_iters: Annotated[int | None, typer.Option(
+        "--eval-iters", help="Estimate: random batches per split.",
+        show_default="the training's (the book's 10)")] = None,
+    batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Windows per batch (the estimate's batch; --full's windows per "
-        "forward pass). A batch whose logits would pass 256 MB runs in pieces: same numbers.")
-    ] = 32,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Estimate: seed of the random batches (same seed, same numbers).")] = 1337,
+        "forward pass). A batch whose logits would pass 256 MB runs in pieces: same numbers.",
+        show_default="the training's for the estimate (the book's 2), 32 for --full")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Estimate: seed of the random batches (same seed, same numbers).",
+        show_default="the seed of the training's last evaluation")] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(
@@ -39,6 +41,9 @@ def eval_command(
 ) -> None:
     """Evaluate a checkpoint: loss, perplexity, bits per byte and tokens scored, per split.
 
+    By default it repeats the estimate training reported (the same random batches of its
+    corpus): identical for a checkpoint saved at that evaluation (NAME.best.ckpt), one update
+    apart for a run's last checkpoint. --full scores every token once: the exact figure.
     Bits per byte (loss x tokens / (ln 2 x bytes)) compares models across vocabularies and
     tokenizers. The checkpoint's corpus cache is found (or rebuilt) under --cache-dir, as train
     made it.

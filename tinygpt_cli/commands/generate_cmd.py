@@ -57,6 +57,10 @@ def generate_command(
         "--no-cache", help="Recompute the whole window for every token instead of using the KV "
         "cache (slower; for comparison).")] = False,
     fast: Fast = None,
+    allow_invalid_utf8: Annotated[bool, typer.Option(
+        "--allow-invalid-utf8", help="Draw from every token, as the raw model would: the text "
+        "may then hold pieces of characters, shown as U+FFFD. By default only tokens that keep "
+        "the text valid UTF-8 are drawn (their probabilities renormalised).")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print prompt, samples and settings as JSON on stdout instead of "
         "streaming the text.")] = False,
@@ -97,8 +101,9 @@ def generate_command(
 
     if json_out:
         samples = generate(model, vocab, encoded, config, device=dev, use_cache=use_cache,
-                           fast=use_fast)
-        ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache, use_fast))
+                           fast=use_fast, valid_utf8=not allow_invalid_utf8)
+        ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache, use_fast,
+                            not allow_invalid_utf8))
         return
 
     if encoded.start_token:
@@ -116,7 +121,8 @@ def generate_command(
     try:
         begin(0)
         for event in stream_samples(model, vocab, encoded, config, device=dev,
-                                    use_cache=use_cache, fast=use_fast):
+                                    use_cache=use_cache, fast=use_fast,
+                                    valid_utf8=not allow_invalid_utf8):
             if isinstance(event, TextChunk):
                 ui.stream(event.text)
                 continue
@@ -145,7 +151,7 @@ def _stdout_gone() -> None:
 
 
 def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[Sample],
-          device: torch.device, use_cache: bool, fast: bool) -> dict:
+          device: torch.device, use_cache: bool, fast: bool, valid_utf8: bool) -> dict:
     tokens, seconds = sum(s.tokens for s in samples), sum(s.seconds for s in samples)
     return {
         "checkpoint": str(checkpoint),
@@ -153,10 +159,12 @@ def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[
         "prompt_tokens": len(prompt.ids),
         "prompt_cropped": prompt.cropped,
         "start_token": prompt.start_token,
+        # "finishing_tokens": drawn past --max-new-tokens to finish a character (never cut)
         "samples": [{"text": s.text, "tokens": s.tokens, "finish_reason": s.finish_reason,
-                     "stop": s.stop, "seconds": round(s.seconds, 4)} for s in samples],
+                     "stop": s.stop, "finishing_tokens": s.finishing_tokens,
+                     "seconds": round(s.seconds, 4)} for s in samples],
         "settings": {**asdict(config), "stop": list(config.stop), "device": str(device),
-                     "kv_cache": use_cache, "fast": fast},
+                     "kv_cache": use_cache, "fast": fast, "valid_utf8": valid_utf8},
         "tokens": tokens,
         "seconds": round(seconds, 4),
         "tokens_per_sec": round(tokens / seconds, 2) if seconds > 0 else None,

@@ -11,12 +11,14 @@ from typing import Annotated
 import typer
 
 from ..config import PRESETS
-from .common import CacheDir, Column, funnel, importing_torch, is_rank_zero
+from .common import cache_dir_option, column_option, funnel, importing_torch, is_rank_zero
 
 BOOK = "Model and loop (the book's defaults)"
 MORE = "Beyond the book (off or neutral by default)"
 RUN = "Data, output and resume"
 WATCH = "Watching the run"
+RunColumn = column_option(RUN)
+RunCacheDir = cache_dir_option(RUN)
 
 
 def _opt(default: str, help: str, panel: str = BOOK, **kwargs) -> typer.models.OptionInfo:
@@ -78,7 +80,7 @@ def train(
     data: Annotated[Path | None, typer.Option(
         help="Corpus to train on (tokenized and cached as by `tinygpt tokenize`). Default: the "
         "bundled corpus.", rich_help_panel=RUN, show_default=False)] = None,
-    column: Column = None,
+    column: RunColumn = None,
     encoding: Annotated[str | None, typer.Option(
         "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
         "tiktoken's cache (TIKTOKEN_CACHE_DIR) or the network.", show_default="cl100k_base",
@@ -92,7 +94,7 @@ def train(
     errors: Annotated[str | None, typer.Option(
         help="Bytes that are not UTF-8: 'strict' stops with their offset, 'replace' "
         "substitutes U+FFFD.", show_default="strict", rich_help_panel=RUN)] = None,
-    cache_dir: CacheDir = None,
+    cache_dir: RunCacheDir = None,
     out: Annotated[Path, typer.Option(help="Where to save the checkpoint (the best one goes "
                                       "beside it as NAME.best.ckpt, metrics as "
                                       "NAME.metrics.jsonl).", rich_help_panel=RUN)
