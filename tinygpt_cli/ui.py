@@ -360,9 +360,10 @@ def eval_table(r: dict) -> None:
     err.print(table)
     t = r.get("training_estimate")
     if t:
+        updates = t["updates_since"]
         said = {"same": "the same estimate, on the same weights",
-                "updated": f"the same batches, on the weights before the last "
-                           f"{t['updates_since']} update(s)",
+                "updated": f"the same batches, on weights {updates} update"
+                           f"{'s' if updates != 1 else ''} earlier",
                 "other settings": "its own batches and settings"}[t["relation"]]
         err.print(f"training reported at step {t['step']}: train {_num(t['train_loss'])}, valid "
                   f"{_num(t['valid_loss'])} ({said})", soft_wrap=True)
