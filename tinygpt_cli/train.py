@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import fast, runstate
+from . import fast, outputs, runstate
 from .config import COMPILE_MODES, MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
@@ -88,6 +88,8 @@ class TrainRequest:
     sample_every: int = 0  # steps between samples shown while training; 0 = never
     sample_prompt: str = "\n"
     sample_tokens: int = 48
+    overwrite: bool = False  # replace another run's checkpoint at `out`
+    inputs: tuple[Path, ...] = ()  # files the run reads besides data and resume (--config)
 
 
 class Trainer:
@@ -107,8 +109,13 @@ class Trainer:
         self.fast = fast.decide(self.cfg.fast, self.device, self.dtype, self.cfg.compile)
         self.cfg = replace(self.cfg, fast=self.fast)
         self.out = Path(request.out)
+        self.lock = None
         if self.dist.main:
             check_writable(self.out)
+            # the corpus and a --config are inputs; --resume may be this run's own checkpoint
+            inputs = [Path(p) for p in (request.data, *request.inputs) if p]
+            self.lock = outputs.claim(self.out, inputs=inputs, resume=request.resume,
+                                      overwrite=request.overwrite)
             ckpt.remove_stale_temporaries(self.out)
         self.notices: list[str] = []
         self.saver = _saver(self.fast)
@@ -118,6 +125,8 @@ class Trainer:
             self._setup(request, cache, tokenize_progress)
         except BaseException:
             self.dist.close()  # a bad resume or context length must not leak the process group
+            if self.lock is not None:
+                self.lock.release()
             raise
 
     def _setup(self, request: TrainRequest, cache: TokenCache | None, tokenize_progress) -> None:
@@ -466,6 +475,9 @@ class Trainer:
     def close(self) -> None:
         self.saver.close()
         self.dist.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 

@@ -99,6 +99,10 @@ def train(
                                       "beside it as NAME.best.ckpt, metrics as "
                                       "NAME.metrics.jsonl).", rich_help_panel=RUN)
     ] = Path("model/model.ckpt"),
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the checkpoint of another run at --out (and the files kept "
+        "beside it). Without it, tinygpt refuses to write over one.", rich_help_panel=RUN)
+    ] = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a run from its checkpoint up to --max-iters, with its model and training "
         "settings unless given again.", rich_help_panel=RUN,
@@ -160,6 +164,8 @@ def _run(cli_values: dict) -> None:
         compile_mode=cli_values["compile_mode"],
         sample_every=cli_values["sample_every"],
         sample_prompt=cli_values["sample_prompt"],
+        overwrite=cli_values["overwrite"],
+        inputs=tuple(Path(cli_values[k]) for k in ("config",) if k in cli_values),
     )
     talk = is_rank_zero()
     if talk:
