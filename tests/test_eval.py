@@ -266,3 +266,17 @@ def test_by_default_eval_repeats_the_estimate_training_reported(tiny):
     mine = eval_json(tiny, "--batch-size", "8")
     assert mine["training_estimate"]["relation"] == "other settings"
     assert mine["seed"] == 1337 and mine["eval_iters"] == 2
+
+
+def test_a_checkpoint_trained_elsewhere_is_not_said_to_repeat_its_estimate(tiny):
+    """Batches drawn on another kind of device (or under autocast, or by several processes)
+    differ from eval's: the default then uses the training's sizes but says it is not a repeat."""
+    state = torch.load(tiny.root / "model.best.ckpt", weights_only=True)
+    state["h_params"] = {**state["h_params"], "device": "cuda"}
+    path = tiny.root / "from-a-gpu.ckpt"
+    torch.save(state, path)
+    result = invoke("eval", "-c", path, "--cache-dir", tiny.cache, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["training_estimate"]["relation"] == "other settings"
+    assert doc["batch_size"] == 4 and doc["seed"] == 1337

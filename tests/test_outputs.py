@@ -137,3 +137,58 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path):
     finally:
         proc.kill()
     Lock(out).release()  # the kernel released the dead process's lock
+
+
+# --- non-finite is never "good" -----------------------------------------------------------------
+
+def test_a_non_finite_evaluation_is_never_saved_and_the_error_names_a_finite_checkpoint(
+        corpus: Path, tmp_path: Path):
+    import torch
+
+    out = tmp_path / "run" / "model.ckpt"
+    result = CliRunner().invoke(app, ["train", "--data", str(corpus), *TINY, "--max-iters", "30",
+                                      "--eval-interval", "1", "--learning-rate", "1e6",
+                                      "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "training diverged" in line and "not finite" in line
+    named = Path(line.split("the last good checkpoint is ")[1])
+    state = ckpt.load(named)
+    assert ckpt.all_finite(state["model_state_dict"])
+    assert all(torch.isfinite(torch.tensor(state["last_losses"])))
+
+
+def broken(checkpoint: Path, tmp_path: Path, how: str) -> Path:
+    """A copy of a checkpoint whose weights are NaN, or finite but so large the logits are not."""
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    weights = state["model_state_dict"]
+    if how == "nan":
+        weights["lm_head.bias"][0] = float("nan")
+    else:
+        weights["lm_head.weight"].fill_(3e38)
+        state["last_losses"] = [float("nan"), float("nan")]
+    path = tmp_path / f"{how}.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def test_resume_of_a_diverged_checkpoint_is_refused_up_front(corpus: Path, earlier: Path,
+                                                           tmp_path: Path):
+    for how, fragment in (("nan", "weights are not finite"),
+                          ("overflow", "last evaluation is not finite")):
+        bad = broken(earlier, tmp_path, how)
+        result = train(corpus, tmp_path / how / "model.ckpt", "--resume", bad, "--max-iters", "4")
+        assert_user_error(result, 1, "cannot resume", fragment)
+
+
+def test_eval_and_generate_stop_on_logits_that_are_not_finite(earlier: Path, tmp_path: Path):
+    bad = broken(earlier, tmp_path, "overflow")  # finite weights, infinite logits
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "-c", str(bad), "--full"])
+    assert_user_error(result, 1, "non-finite logits")
+    result = runner.invoke(app, ["generate", "-c", str(bad), "-n", "5"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "logits are not finite" in line

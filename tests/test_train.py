@@ -289,7 +289,9 @@ def test_a_failed_background_write_stops_the_run_with_a_clear_error(token_cache,
                 monkeypatch.setattr(ckpt, "write_bytes", disk_full)
     trainer.close()
     assert ckpt.load(out)["step"] == 5  # the last save that worked is intact
-    assert trainer.step <= 11  # noticed within the step after the failure (or at the next save)
+    # noticed at a step after the failure once the writer thread has run, and at the latest at
+    # the next save (step 15), which waits for it: never trained on to the end
+    assert trainer.step <= 15
 
 
 def test_nan_losses_in_a_row_raise_diverged_and_keep_the_last_good_checkpoint(

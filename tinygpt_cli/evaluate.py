@@ -188,8 +188,15 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     model, vocab, state = ckpt.load_model(checkpoint, device)
     trained = state.get("train_config") or {}
     evaluated = state.get("evaluated_step")
+    # the training's own batches exist only where it drew them as eval will: one process, the
+    # same kind of device (each has its own random stream), no autocast
+    h_params = state.get("h_params") or {}
+    same_setup = state.get("world_size", 1) == 1 \
+        and h_params.get("device") == torch.device(device).type \
+        and (trained.get("dtype") == "float32"
+             or (trained.get("dtype", "auto") == "auto" and torch.device(device).type == "cpu"))
     as_training = not full and batch_size is None and eval_iters is None and seed is None \
-        and data is None and evaluated is not None and "seed" in trained
+        and data is None and evaluated is not None and "seed" in trained and same_setup
     if batch_size is None:
         batch_size = 32 if full else int(trained.get("batch_size", 2))
     if eval_iters is None:
@@ -236,6 +243,12 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
                                                seed=seed, rows=None if as_training else full_batch)
             # the split's own bytes per token turn nats per token into bits per byte
             bpb = bits_per_byte(loss, len(ids), nbytes)
+        if not math.isfinite(loss):
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{checkpoint} gives non-finite logits (NaN or inf) on the "
+                                  f"{name} split: the run diverged before it was saved",
+                                  hint="evaluate the .best.ckpt beside it")
         results[name] = {
             "loss": _finite(loss), "perplexity": _finite(perplexity(loss)),
             "bits_per_byte": _finite(bpb), "tokens": scored,

@@ -7,6 +7,7 @@ puts it back. The book's two keys (`model_state_dict`, `h_params`) stay first-cl
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +77,15 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
             dist: Dist) -> tuple[Progress, list[str]]:
     """Put a checkpoint's run back: weights, optimizer, every random state. Returns where the
     run stands and the notices to show (a random state that could not be restored exactly)."""
+    if not ckpt.all_finite(state["model_state_dict"]):
+        raise CheckpointError(f"cannot resume from {source}: its weights are not finite (NaN or "
+                              "inf); the run had diverged", hint="resume from the .best.ckpt "
+                              "beside it, with a lower --learning-rate")
+    losses = state.get("last_losses")
+    if losses and not all(math.isfinite(float(v)) for v in losses):
+        raise CheckpointError(f"cannot resume from {source}: its last evaluation is not finite "
+                              f"({losses[0]}, {losses[1]}); the run had diverged",
+                              hint="resume from the .best.ckpt beside it")
     found = ckpt.differences(state, model_config=model_config, vocab=cache.vocab,
                              data_sha256=cache.meta["source"]["sha256"])
     if found:

@@ -71,7 +71,7 @@ class Utf8Guard:
     def __init__(self, table: Utf8Table, prompt_ids: list[int], device: torch.device) -> None:
         from .tokenizer import COMPLETE, REJECT
 
-        self.complete, self.next_state = COMPLETE, table.next_state
+        self.complete, self.reject, self.next_state = COMPLETE, REJECT, table.next_state
         self.allowed = torch.from_numpy(table.allowed).to(device)  # (S, V)
         finishing = table.finishes.copy()
         stuck = ~finishing.any(axis=1)
@@ -96,6 +96,8 @@ class Utf8Guard:
 
     def advance(self, token: int) -> None:
         self.state = int(self.next_state[self.state, token])
+        if self.state == self.reject:  # only a draw from all -inf logits lands here: start afresh
+            self.state = self.complete
 
 
 FINISH_TOKENS = 3  # a character has at most 4 bytes: 3 tokens always finish one
@@ -163,6 +165,12 @@ def _generate(model: GPT, ids: list[int], max_new_tokens: int, temperature: floa
                     cache.reset()  # the window slid: every position shifted, re-prefill it
                     pending = ids
                 logits = _forward_last(model, pending, cache, decode_one)
+            if not bool(torch.isfinite(logits).all()):
+                from .errors import CheckpointError
+
+                raise CheckpointError("the model's logits are not finite (NaN or inf): its "
+                                      "training diverged before it was saved",
+                                      hint="generate from the .best.ckpt beside it")
             if guard is not None:
                 logits = guard.restrict(logits, finishing=drawn >= max_new_tokens)
             next_id = int(sample_next(logits, temperature, top_k, top_p, generator)[0])

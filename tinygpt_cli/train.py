@@ -144,7 +144,7 @@ class Trainer:
                 self.dist.barrier()
         self.cache = cache
         self.notices += self.cache.warnings
-        self.model_config = self._model_config()
+        self.model_config = self._model_config(state)
         self._check_context()
 
         torch.manual_seed(self.cfg.seed)
@@ -160,6 +160,9 @@ class Trainer:
         self.batch_gen = torch.Generator(device=self.device)
         self.batch_gen.manual_seed(self.cfg.seed + self.dist.rank)
         self.progress = runstate.Progress()
+        # the newest checkpoint known to hold finite weights and a finite evaluation: what a
+        # diverged run's error points at
+        self.last_good: Path | None = Path(request.resume) if request.resume else None
         if state is not None:
             self.progress, notices = runstate.restore(
                 state, request.resume, model=self.model, model_config=self.model_config,
@@ -184,8 +187,10 @@ class Trainer:
 
     # setup helpers
 
-    def _model_config(self) -> ModelConfig:
+    def _model_config(self, state: dict | None) -> ModelConfig:
         options = self.request.model_options
+        if state is not None and not options:  # an API caller resuming without options
+            return ckpt.model_config_from(state)
         unknown = set(options) - MODEL_FIELDS
         if unknown:
             raise UsageError(f"unknown model options: {', '.join(sorted(unknown))}")
@@ -285,19 +290,27 @@ class Trainer:
         return self.progress.step
 
     def save(self, *paths: Path) -> None:
-        """Save the run to each path (the best model first, if it is one of them) in the
-        background (`checkpoint.BackgroundSaver`); their CheckpointSaved events wait in
+        """Save the run to each path (the best model first, if it is one of them) with the run's
+        saver (`fast.saver.BackgroundSaver` on the speed path); their CheckpointSaved events wait in
         `_saving` until the files are in place (`_saved`)."""
         state = self.state()  # every rank joins the gather
         # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
-            raise DivergedError(
-                f"training diverged at step {self.step}: the weights are no longer finite; the "
-                f"last good checkpoint is {paths[-1]}", hint="lower --learning-rate, set "
-                "--grad-clip 1.0, or use --dtype float32")
+            raise self._diverged(f"the weights are no longer finite at step {self.step}")
         future = self.saver.save(state, *paths) if self.dist.main else None
+        self.last_good = Path(paths[-1])
         best = ckpt.related_path(self.out, "best")
         self._saving.append((future, [CheckpointSaved(p, self.step, p == best) for p in paths]))
+
+    def _diverged(self, what: str) -> DivergedError:
+        """The error every process raises together (each decided it from values all of them
+        share); they meet at a barrier first, so none tears down its process group early."""
+        self.dist.barrier()
+        where = (f"the last good checkpoint is {self.last_good}" if self.last_good is not None
+                 else "no checkpoint was saved before it")
+        return DivergedError(f"training diverged: {what}; {where}",
+                             hint="lower --learning-rate, set --grad-clip 1.0, or use "
+                             "--dtype float32")
 
     def _saved(self, wait: bool) -> Iterator[CheckpointSaved]:
         """The CheckpointSaved events of the saves now on disk, in order; with `wait`, of every
@@ -329,6 +342,7 @@ class Trainer:
         if self.dist.enabled:
             failed = self.dist.all_max(torch.tensor(float(failed), device=self.device)).item() > 0
         if failed:
+            self.dist.barrier()  # every process stops here together (see _diverged)
             raise error or CheckpointError("process 0 could not write a checkpoint (its error "
                                            "says why); every process stops")
         yield from events
@@ -392,11 +406,8 @@ class Trainer:
                                  f"({bad_steps} in a row)")
                     if bad_steps >= MAX_BAD_STEPS:
                         yield from self._settle_saves()  # the last good checkpoint, on disk
-                        raise DivergedError(
-                            f"training diverged: {bad_steps} non-finite losses in a row at step "
-                            f"{step}; the last good checkpoint is {self.out}",
-                            hint="lower --learning-rate, set --grad-clip 1.0, or use "
-                            "--dtype float32")
+                        raise self._diverged(f"{bad_steps} non-finite losses in a row at step "
+                                             f"{step}")
                 seconds = time.perf_counter() - t0  # .tolist() above waited for the step
                 train_time, log_time, eval_time = (train_time + seconds, log_time + seconds,
                                                    eval_time + seconds)
@@ -448,6 +459,10 @@ class Trainer:
         metrics.write({"type": "eval", **record(event)})
         yield event
         yield from self._settle_saves()  # the last evaluation's save, before this one starts
+        if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
+            # never saved: a model whose evaluation is not finite is not a good checkpoint
+            raise self._diverged(f"the evaluation at step {step} is not finite (train "
+                                 f"{train_loss}, valid {valid_loss})")
         if is_best:  # best first: a crash between the two leaves the older checkpoint to resume
             self.save(ckpt.related_path(self.out, "best"), self.out)  # one snapshot, two files
         else:

@@ -392,6 +392,7 @@ def generate_summary(tokens: int, seconds: float, samples: int, cache: bool) -> 
 
 # --- plots and checkpoint info -----------------------------------------------------------------
 
+CHART_LOG_WIDTH = 100  # a chart drawn off a terminal, where the console is as wide as its lines
 CHART_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
 
@@ -407,7 +408,9 @@ def loss_chart(runs, console: Console | None = None) -> None:
 
     console = console or err
     unicode = console.encoding.lower().startswith("utf")
-    chart = text_chart(runs, width=console.width, height=max(8, min(14, console.height - 10)),
+    # a log is as wide as its lines; a chart in one is drawn at a terminal's usual width
+    width = console.width if console.is_terminal else min(console.width, CHART_LOG_WIDTH)
+    chart = text_chart(runs, width=width, height=max(8, min(14, console.height - 10)),
                        unicode=unicode)
     styles = {}
     for glyph, (index, role) in chart.glyphs.items():

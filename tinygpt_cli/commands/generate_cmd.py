@@ -90,7 +90,7 @@ def generate_command(
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads)
-    use_fast = speed_path.decide(fast, dev, torch.float32)
+    use_fast = speed_path.decide(fast, dev, torch.float32) and not no_cache  # a cached decoder
     model, vocab, _ = load_model(checkpoint, dev)
     encoded = encode_prompt(vocab, text, model.config.context_length)
     if encoded.cropped:
