@@ -217,6 +217,99 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     return state
 
 
+# What a checkpoint's configuration may hold: far beyond any model tinygpt trains, far below what
+# would make building one (even on the meta device) run for minutes or allocate terabytes.
+LIMITS = {"vocab_size": 1 << 22, "d_model": 1 << 16, "num_blocks": 4096, "num_heads": 4096,
+          "context_length": 1 << 20}
+MAX_TOKEN_ID = 1 << 31
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every key
+
+
+def check(state: dict, path: Path) -> ModelConfig:
+    """Everything a checkpoint says about the model, checked before anything is built from it:
+    each field's type and range, the memory the weights need against the machine's, and the
+    vocabulary's ids. One line each. Returns the model's configuration. (`check_weights` then
+    holds the weights to the model built from it.)"""
+    config = state.get("model_config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (its model_config is not a "
+                              "table of settings)")
+    for name, limit in LIMITS.items():
+        value = config.get(name)
+        if type(value) is not int or not 1 <= value <= limit:
+            raise CheckpointError(f"{path} has an unusable configuration: {name} must be a whole "
+                                  f"number from 1 to {limit:,} (it holds {value!r})")
+    dropout = config.get("dropout", 0.0)
+    if type(dropout) not in (int, float) or not 0 <= dropout < 1:
+        raise CheckpointError(f"{path} has an unusable configuration: dropout must be a number "
+                              f"in [0, 1) (it holds {dropout!r})")
+    try:
+        model_config = model_config_from(state)
+    except Exception as exc:  # ConfigError: heads that do not divide d_model, say
+        raise CheckpointError(f"{path} has an unusable configuration: {_first_line(exc)}") \
+            from None
+    need = 4 * parameter_count(model_config)
+    have = _memory_bytes()
+    if have and need > have:
+        raise CheckpointError(f"{path} describes a model of {need / 2**30:,.1f} GiB of float32 "
+                              f"weights; this machine has {have / 2**30:,.1f} GiB of memory")
+    tok = state.get("tokenizer")
+    ids = tok.get("ids") if isinstance(tok, dict) else None
+    if not (torch.is_tensor(ids) and ids.dim() == 1 and not ids.is_floating_point()
+            and len(ids) == model_config.vocab_size):
+        raise CheckpointError(f"{path} does not hold together: its vocabulary is not a list of "
+                              f"{model_config.vocab_size:,} token ids")
+    if len(ids) and not (int(ids.min()) >= 0 and int(ids.max()) < MAX_TOKEN_ID):
+        raise CheckpointError(f"{path} has a vocabulary id outside [0, 2**31): "
+                              f"{int(ids.min())}..{int(ids.max())}")
+    weights = state.get("model_state_dict")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (its weights are not a table)")
+    if any(isinstance(k, str) and k.startswith(COMPILED_PREFIX) for k in weights):
+        state["model_state_dict"] = {
+            (k[len(COMPILED_PREFIX):] if k.startswith(COMPILED_PREFIX) else k): v
+            for k, v in weights.items()}
+    return model_config
+
+
+def check_weights(state: dict, path: Path, model: torch.nn.Module) -> None:
+    """The checkpoint's weights against `model`'s (built from its configuration): every name
+    there, none extra, every shape the same; one line naming what differs."""
+    weights = state["model_state_dict"]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(map(str, set(weights) - set(expected)))
+    wrong = [k for k in expected if k in weights and (
+        not torch.is_tensor(weights[k]) or tuple(weights[k].shape) != expected[k])]
+    if not (missing or extra or wrong):
+        return
+    found = []
+    if missing:
+        found.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+    if extra:
+        found.append(f"unexpected {', '.join(extra[:3])}" + (" ..." if len(extra) > 3 else ""))
+    for key in wrong[:3]:
+        shape = tuple(weights[key].shape) if torch.is_tensor(weights[key]) else "not a tensor"
+        found.append(f"{key} is {shape}, the configuration needs {expected[key]}")
+    raise CheckpointError(f"{path}: the weights do not fit its model configuration ("
+                          + "; ".join(found) + ")")
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Parameters of the book's GPT of this shape, counted without building it."""
+    C, V, L = config.d_model, config.vocab_size, config.num_blocks
+    block = 3 * C * C + (C * C + C) + 2 * (2 * C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    return V * C + L * block + 2 * C + (C * V + V)
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory, where the platform says (Linux, macOS)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -230,6 +323,7 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
     from .model import GPT
 
     state = load(path)
+    check(state, path)
     try:
         config = model_config_from(state)
         vocab = vocabulary_from(state)
@@ -243,6 +337,8 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path} does not hold together: its vocabulary has {vocab.size} "
                               f"tokens but its model expects {config.vocab_size}")
     model = GPT(config)
+    check_weights(state, path, model)
+    weights = state["model_state_dict"]
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

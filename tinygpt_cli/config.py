@@ -202,6 +202,9 @@ def merge_settings(*, resumed: dict | None = None, preset_name: str | None = Non
     values: dict = {k: v for k, v in resumed.get("model_config", {}).items() if k in MODEL_FIELDS}
     values.update({k: v for k, v in resumed.get("train_config", {}).items()
                    if k in TRAIN_FIELDS and k not in PER_INVOCATION})
+    problems = _type_problems(values)
+    if problems:  # a damaged or hand-edited checkpoint: one line, not a TypeError
+        raise ConfigError(f"the checkpoint to resume has unusable settings: {'; '.join(problems)}")
     for layer in (preset(preset_name) if preset_name else {}, file_values or {}, command_line):
         values.update({k: v for k, v in layer.items() if k in known})
     tokenize = {}
@@ -239,17 +242,25 @@ def read_toml(path: Path) -> dict:
         raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",
                          hint=f"known keys: {', '.join(sorted(known))}")
     # TOML has its own types: "128" or 1.5 for d_model must be a clear error, not a traceback
+    problems = _type_problems(values)
+    if problems:
+        raise UsageError(f"--config {path}: {'; '.join(problems)}")
+    return values
+
+
+def _type_problems(values: dict) -> list[str]:
+    """Settings whose value is not of their field's type (an int for a float is converted)."""
     kinds = {f.name: type(f.default) for cls in (ModelConfig, TrainConfig) for f in fields(cls)
              if f.default is not MISSING}
     kinds["fast"] = bool
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     problems = []
     for key, value in values.items():
-        kind = kinds[key]
+        kind = kinds.get(key)
+        if kind is None:
+            continue
         if kind is float and type(value) is int:
             values[key] = float(value)
-        elif type(value) is not kind:
+        elif type(value) is not kind and not (key == "fast" and value is None):
             problems.append(f"{key} must be {names[kind]} (got {value!r})")
-    if problems:
-        raise UsageError(f"--config {path}: {'; '.join(problems)}")
-    return values
+    return problems

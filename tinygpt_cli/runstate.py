@@ -92,6 +92,7 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
         raise CheckpointError(f"cannot resume from {source}: " + "; ".join(found),
                               hint="resume with the same data, tokenizer and model options, "
                               "or start a new run with another --out")
+    ckpt.check_weights(state, source, model)
     model.load_state_dict(state["model_state_dict"])
     try:
         optimizer.load_state_dict(state["optimizer_state_dict"])

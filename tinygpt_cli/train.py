@@ -131,6 +131,8 @@ class Trainer:
 
     def _setup(self, request: TrainRequest, cache: TokenCache | None, tokenize_progress) -> None:
         state = ckpt.load(request.resume) if request.resume else None  # fail before tokenizing
+        if state is not None:
+            ckpt.check(state, request.resume)  # before anything is built from it
 
         if cache is None:
             # the first process of each machine builds the cache (if needed) while the others

@@ -24,12 +24,15 @@ def checkpoint_info(path: Path) -> dict:
 
     path = Path(path)
     state = ckpt.load(path)
+    ckpt.check(state, path)  # its configuration, before a model is built from it
     try:
         config = ckpt.model_config_from(state)
     except Exception as exc:  # a config this version cannot build: a bad file, not a bug
         raise CheckpointError(f"{path} has an unusable model configuration: {exc}") from None
     with torch.device("meta"):  # the shapes without the memory: the same counts train prints
-        params = GPT(config).num_params()
+        meta = GPT(config)
+    ckpt.check_weights(state, path, meta)
+    params = meta.num_params()
     weights = state["model_state_dict"]
     stored = sum(t.numel() for t in weights.values() if torch.is_tensor(t))
     tok = state["tokenizer"]
