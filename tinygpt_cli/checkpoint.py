@@ -26,6 +26,7 @@ from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError
 from .files import permit_like_a_new_file
+from .runtime import memory_bytes
 from .tokenizer import Vocabulary
 
 FORMAT_VERSION = 1
@@ -249,7 +250,7 @@ def check(state: dict, path: Path) -> ModelConfig:
         raise CheckpointError(f"{path} has an unusable configuration: {_first_line(exc)}") \
             from None
     need = 4 * parameter_count(model_config)
-    have = _memory_bytes()
+    have = memory_bytes()
     if have and need > have:
         raise CheckpointError(f"{path} describes a model of {need / 2**30:,.1f} GiB of float32 "
                               f"weights; this machine has {have / 2**30:,.1f} GiB of memory")
@@ -300,14 +301,6 @@ def parameter_count(config: ModelConfig) -> int:
     C, V, L = config.d_model, config.vocab_size, config.num_blocks
     block = 3 * C * C + (C * C + C) + 2 * (2 * C) + (4 * C * C + 4 * C) + (4 * C * C + C)
     return V * C + L * block + 2 * C + (C * V + V)
-
-
-def _memory_bytes() -> int | None:
-    """The machine's physical memory, where the platform says (Linux, macOS)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _first_line(exc: BaseException) -> str:

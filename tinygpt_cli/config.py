@@ -21,6 +21,11 @@ def _seed(value: int, problems: list[str]) -> None:
     if not 0 <= value <= MAX_SEED:
         problems.append(f"--seed must be between 0 and 2**63 - 1 (got {value})")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Bounds checked before anything is allocated: far beyond any run tinygpt makes, far below sizes
+# that would exhaust memory (the trainer then checks its memory estimate against the machine).
+SIZE_LIMITS = {"d_model": 1 << 16, "num_blocks": 4096, "num_heads": 4096,
+               "context_length": 1 << 20}
+COUNT_LIMITS = {"grad_accum": 1 << 16, "eval_iters": 1 << 17, "batch_size": 1 << 20}
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -61,8 +66,14 @@ class ModelConfig:
                 f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads} "
                 f"(head counts that divide it: {', '.join(map(str, fits[-6:]))})"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if not math.isfinite(self.dropout):
+            problems.append(f"--dropout must be a finite number (got {self.dropout})")
+        elif not 0.0 <= self.dropout < 1.0:
             problems.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        for name, limit in SIZE_LIMITS.items():
+            if getattr(self, name) > limit:
+                problems.append(f"{_opt(name)} must be at most {limit:,} (got "
+                                f"{getattr(self, name):,})")
         _raise(problems)
 
     @property
@@ -102,8 +113,14 @@ class TrainConfig:
                             f"(got {self.learning_rate})")
         for name in ("grad_clip", "weight_decay", "min_lr", "max_time", "warmup_iters"):
             value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
+            if not math.isfinite(value):
+                problems.append(f"{_opt(name)} must be a finite number (got {value})")
+            elif not value >= 0:
                 problems.append(f"{_opt(name)} must be 0 or more (got {value})")
+        for name, limit in COUNT_LIMITS.items():  # loops that no run needs this long
+            if getattr(self, name) > limit:
+                problems.append(f"{_opt(name)} must be at most {limit:,} (got "
+                                f"{getattr(self, name):,})")
         if self.min_lr > self.learning_rate:
             problems.append(f"--min-lr {self.min_lr} is above --learning-rate {self.learning_rate}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):

@@ -175,10 +175,14 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     at that evaluation (the best one), one update apart for the last checkpoint of a run.
     """
     from . import checkpoint as ckpt
+    from .config import COUNT_LIMITS, MAX_SEED
 
-    problems = [f"--{name} must be 1 or more (got {value})"
-                for name, value in (("eval-iters", eval_iters), ("batch-size", batch_size))
-                if value is not None and value < 1]
+    problems = [f"--{name} must be from 1 to {limit:,} (got {value:,})"
+                for name, value, limit in (("eval-iters", eval_iters, COUNT_LIMITS["eval_iters"]),
+                                           ("batch-size", batch_size, COUNT_LIMITS["batch_size"]))
+                if value is not None and not 1 <= value <= limit]
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        problems.append(f"--seed must be between 0 and 2**63 - 1 (got {seed})")
     if problems:
         from .errors import UsageError
 

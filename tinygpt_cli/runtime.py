@@ -66,6 +66,41 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def check_threads(threads: int | None) -> None:
+    """--threads: at least 1 and at most the machine's cores (more only wait on each other)."""
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise UsageError(f"--threads must be from 1 to {cores}, the cores this machine has "
+                         f"(got {threads:,})")
+
+
+def memory_bytes(device: torch.device | None = None) -> int | None:
+    """The memory a run on `device` has: a GPU's own, else the machine's physical memory, where
+    the platform says (Linux, macOS)."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device is not None and device.type not in ("cpu", "cuda"):
+        return None  # mps shares the machine's memory in ways it does not say
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def training_memory(params: int, config, batch_size: int, eval_iters: int,
+                    attention_weights: bool = True) -> int:
+    """A rough upper estimate, in bytes, of what training a model of `params` parameters and
+    shape `config` (a ModelConfig) takes in float32: the weights, their gradients and AdamW's two
+    moments, one micro-batch's activations (each block's and the logits, kept for backward; with
+    `attention_weights`, the (T, T) weights per head that a CPU's attention keeps, which a GPU's
+    fused kernels do not), and the evaluation's windows. Good for refusing sizes that cannot fit,
+    not for planning."""
+    B, T, C = batch_size, config.context_length, config.d_model
+    attention = 3 * config.num_heads * T if attention_weights else 0
+    per_token = config.num_blocks * (24 * C + attention) + 3 * config.vocab_size
+    return 16 * params + 4 * B * T * per_token + 16 * eval_iters * B * (T + 1)
+
+
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None

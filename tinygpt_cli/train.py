@@ -38,7 +38,15 @@ from .events import (
 )
 from .metrics import MetricsWriter, record
 from .model import GPT
-from .runtime import Dist, StopSignals, peak_flops, resolve_device, resolve_dtype
+from .runtime import (
+    Dist,
+    StopSignals,
+    memory_bytes,
+    peak_flops,
+    resolve_device,
+    resolve_dtype,
+    training_memory,
+)
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
 
@@ -148,6 +156,7 @@ class Trainer:
         self.notices += self.cache.warnings
         self.model_config = self._model_config(state)
         self._check_context()
+        self._check_memory()
 
         torch.manual_seed(self.cfg.seed)
         if self.device.type == "cuda":
@@ -209,6 +218,22 @@ class Trainer:
             return optimizer
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd,
                                  fused=True if self.device.type == "cuda" else None)
+
+    def _check_memory(self) -> None:
+        """Sizes that cannot fit are refused before anything is allocated, with the estimate."""
+        need = training_memory(ckpt.parameter_count(self.model_config), self.model_config,
+                               self.cfg.batch_size, self.cfg.eval_iters,
+                               attention_weights=self.device.type == "cpu")
+        have = memory_bytes(self.device)
+        if have and need > have:
+            c = self.model_config
+            raise UsageError(
+                f"this run needs about {need / 2**30:,.1f} GiB (an estimate of the weights, "
+                f"gradients, AdamW's state and one batch's activations for d_model {c.d_model}, "
+                f"{c.num_blocks} blocks, context {c.context_length}, batch "
+                f"{self.cfg.batch_size}, vocabulary {c.vocab_size:,}); this machine has "
+                f"{have / 2**30:,.1f} GiB", hint="lower --batch-size, --context-length, "
+                "--d-model or --num-blocks")
 
     def _check_context(self) -> None:
         fits = max_context_length(self.cache)

@@ -51,8 +51,9 @@ def eval_command(
     with importing_torch():
         from .. import ui
         from ..evaluate import evaluate_checkpoint
-        from ..runtime import resolve_device
+        from ..runtime import check_threads, resolve_device
 
+    check_threads(threads)
     dev = resolve_device(device)
     if threads is not None and dev.type == "cpu":
         import torch

@@ -79,7 +79,7 @@ def generate_command(
         from ..config import SampleConfig
         from ..errors import UsageError
         from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
-        from ..runtime import resolve_device
+        from ..runtime import check_threads, resolve_device
 
     stops = tuple(stop or ())
     if any(s == "" for s in stops):
@@ -87,6 +87,7 @@ def generate_command(
     config = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                           top_p=top_p, num_samples=num_samples, seed=seed, stop=stops)
     text = read_prompt(prompt, prompt_file)
+    check_threads(threads)
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads)
