@@ -359,6 +359,23 @@ def test_an_interrupted_rebuild_keeps_the_old_cache(corpus, cache_root, token_ca
     assert prepare(corpus, cache_root=cache_root).hit is True
 
 
+def test_a_full_disk_while_tokenizing_is_one_error_and_keeps_the_old_cache(
+        corpus, cache_root, token_cache, monkeypatch):
+    expected = tokens(token_cache).copy()
+    before = stamps(token_cache.path)
+
+    def disk_full(raw_path, vocab, settings, work):
+        raise OSError(28, "No space left on device", str(work / "train.bin"))
+
+    monkeypatch.setattr(data, "_write_splits", disk_full)
+    with pytest.raises(DataError, match=r"could not write the token cache at .*train\.bin: "
+                                        r"No space left on device"):
+        prepare(corpus, cache_root=cache_root, force=True)
+    assert leftovers(cache_root) == []  # nothing half-written
+    assert stamps(token_cache.path) == before
+    assert np.array_equal(tokens(load_cache(token_cache.path)), expected)
+
+
 @pytest.mark.parametrize("content", [b"", b"  \n\t\r\n \n"], ids=["empty", "whitespace"])
 def test_no_text_is_an_error_and_leaves_nothing(tmp_path, cache_root, content):
     path = tmp_path / "blank.txt"

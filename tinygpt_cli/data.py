@@ -314,6 +314,15 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
         })
         (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _swap_into_place(work, folder)
+    except OSError as exc:  # a full disk, say: one line naming the path, nothing half-written
+        shutil.rmtree(work, ignore_errors=True)
+        where = Path(exc.filename) if exc.filename else folder
+        reason = exc.strerror or str(exc)
+        if where == source:
+            raise DataError(f"could not read {source}: {reason}") from None
+        raise DataError(f"could not write the token cache at {where}: {reason}",
+                        hint="free some disk space, or pass --cache-dir to another location"
+                        ) from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
