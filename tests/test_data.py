@@ -332,6 +332,69 @@ def test_damage_is_detected_and_rebuilt_with_a_warning(corpus, cache_root, token
     assert np.array_equal(tokens(cache), expected)
 
 
+def _shuffle_vocab(folder: Path) -> None:
+    ids = np.fromfile(folder / "vocab.bin", dtype="<u4")
+    np.random.default_rng(0).permutation(ids).astype("<u4").tofile(folder / "vocab.bin")
+
+
+def _random_vocab(folder: Path) -> None:
+    n = (folder / "vocab.bin").stat().st_size // 4
+    np.random.default_rng(1).integers(0, 2**32, n, dtype=np.uint64).astype("<u4").tofile(
+        folder / "vocab.bin")
+
+
+def _zero_train(folder: Path) -> None:
+    size = (folder / "train.bin").stat().st_size
+    (folder / "train.bin").write_bytes(bytes(size))
+
+
+def _flip_one_valid_byte(folder: Path) -> None:
+    raw = bytearray((folder / "valid.bin").read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (folder / "valid.bin").write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", [_shuffle_vocab, _random_vocab, _zero_train,
+                                    _flip_one_valid_byte])
+def test_damage_that_keeps_every_size_is_caught_by_the_checksums(corpus, cache_root,
+                                                                  token_cache, damage):
+    """Sizes and metadata still match: only the content hashes recorded at build time tell."""
+    expected = tokens(token_cache).copy()
+    folder = token_cache.path
+    damage(folder)
+    assert verify_cache(folder) is None  # the structure is fine
+    problem = verify_cache(folder, content=True)
+    assert problem is not None and "does not match the checksum" in problem
+    cache = prepare(corpus, cache_root=cache_root)
+    assert cache.hit is False and len(cache.warnings) == 1 and problem in cache.warnings[0]
+    assert np.array_equal(tokens(cache), expected)
+    assert prepare(corpus, cache_root=cache_root).hit is True
+
+
+def test_a_cache_from_before_checksums_is_rebuilt_once(corpus, cache_root, token_cache):
+    meta_path = token_cache.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["checksums"]
+    meta_path.write_text(json.dumps(meta))
+    cache = prepare(corpus, cache_root=cache_root)
+    assert cache.hit is False and "older tinygpt" in cache.warnings[0]
+    assert prepare(corpus, cache_root=cache_root).hit is True
+
+
+def test_a_source_rewritten_while_it_is_read_is_not_cached(corpus, cache_root, monkeypatch):
+    real = data._tokenize_to_file
+
+    def rewritten_meanwhile(source, *args, **kwargs):
+        stats = real(source, *args, **kwargs)
+        source.write_bytes(source.read_bytes().replace(b"Cotton", b"Linen!"))
+        return stats
+
+    monkeypatch.setattr(data, "_tokenize_to_file", rewritten_meanwhile)
+    with pytest.raises(DataError, match="changed while it was being tokenized"):
+        prepare(corpus, cache_root=cache_root)
+    assert list(cache_root.iterdir()) == []  # nothing cached, no temporary folder
+
+
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 

@@ -247,12 +247,15 @@ def prepare(source: Path | None = None, settings: TokenizeSettings | None = None
     sha = file_sha256(source)
     warnings: list[str] = []
     if not force and folder.exists():
-        problem = verify_cache(folder, sha)
+        problem = verify_cache(folder, sha, content=True)
         if problem is None:
             cache = load_cache(folder)
             cache.hit = True
             return cache
-        if problem != "source changed":
+        if problem == OLD_CACHE:
+            warnings.append(f"the cache in {folder} was made by an older tinygpt, without "
+                            "content checksums; rebuilding it")
+        elif problem != "source changed":
             warnings.append(f"the cache in {folder} is damaged ({problem}); rebuilding it")
     get_encoding(settings.encoding)  # fail on a bad encoding before any work
     cache = build_cache(source, settings, folder, sha, threads=threads, progress=progress,
@@ -297,8 +300,16 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
         raw_path = work / "raw.u32"
+        before = source.stat()
         stats = _tokenize_to_file(source, settings, encoding, raw_path, threads, progress,
                                   chunk_bytes)
+        after = source.stat()
+        # a source rewritten while it was read: what was read is a mix, and must not be cached
+        # under either version's hash
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) \
+                or file_sha256(source) != sha:
+            raise DataError(f"{source} changed while it was being tokenized; nothing was cached",
+                            hint="run again once the file is no longer being written")
         vocab = Vocabulary.from_counts(settings.encoding, settings.vocab_mode, stats["counts"])
         meta = _write_splits(raw_path, vocab, settings, work)
         raw_path.unlink()
@@ -312,6 +323,9 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
             "distinct_tokens": int(np.count_nonzero(stats["counts"])),
             "seconds": round(time.perf_counter() - started, 3),
         })
+        # what the files hold, so a hit can prove it: a damaged file of the right size (random
+        # or shuffled ids, zeroed tokens) is caught, not trained on
+        meta["checksums"] = {name: file_sha256(work / name) for name in CACHE_FILES}
         (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _swap_into_place(work, folder)
     except OSError as exc:  # a full disk, say: one line naming the path, nothing half-written
@@ -400,8 +414,16 @@ def _swap_into_place(work: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def verify_cache(folder: Path, sha: str | None = None) -> str | None:
-    """None when `folder` holds a complete cache (of a source with this sha256); else why not."""
+CACHE_FILES = ("train.bin", "valid.bin", "vocab.bin")
+OLD_CACHE = "it has no content checksums"
+
+
+def verify_cache(folder: Path, sha: str | None = None, content: bool = False) -> str | None:
+    """None when `folder` holds a complete cache (of a source with this sha256); else why not.
+
+    With `content`, every file is also hashed and checked against the sha256 recorded when the
+    cache was built (about 1 GB/s here, so a hit costs a fraction of the source's own hash,
+    which `prepare` computes anyway; figures: benchmarks/README.md)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
@@ -433,6 +455,13 @@ def verify_cache(folder: Path, sha: str | None = None) -> str | None:
             return f"{name} has {path.stat().st_size} bytes, its metadata says {size}"
     if sha is not None and recorded_sha != sha:
         return "source changed"
+    if content:
+        checksums = meta.get("checksums")
+        if not isinstance(checksums, dict):
+            return OLD_CACHE
+        for name in CACHE_FILES:
+            if checksums.get(name) != file_sha256(folder / name):
+                return f"{name} does not match the checksum recorded when it was built"
     return None
 
 
