@@ -363,7 +363,7 @@ def _tokenize_to_file(source: Path, settings: TokenizeSettings, encoding, raw_pa
         while len(pending) > keep:
             future, nbytes = pending.pop(0)
             ids = np.asarray(future.result(), dtype=np.uint32)
-            ids.tofile(out)
+            out.write(ids.data)  # not tofile: a failed write keeps its errno (ENOSPC)
             counts[:] += np.bincount(ids, minlength=len(counts))[: len(counts)]
             done += nbytes
             if progress:
@@ -396,9 +396,10 @@ def _write_splits(raw_path: Path, vocab: Vocabulary, settings: TokenizeSettings,
             for start in range(lo, hi, block):
                 ids = vocab.to_model[raw[start:min(hi, start + block)]]
                 nbytes += int(byte_len[ids].sum())
-                ids.astype(f"<{np.dtype(dtype).char}").tofile(out)
+                out.write(ids.astype(f"<{np.dtype(dtype).char}").data)
         splits[name] = {"tokens": hi - lo, "bytes": nbytes}
-    vocab.ids.astype("<u4").tofile(work / "vocab.bin")
+    with open(work / "vocab.bin", "wb") as out:
+        out.write(vocab.ids.astype("<u4").data)
     del raw
     return {"tokens": n, "dtype": np.dtype(dtype).name,
             "vocab": {**vocab.identity()}, "splits": splits}

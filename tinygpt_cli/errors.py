@@ -6,6 +6,11 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class TinyGPTError(Exception):
     """A mistake the user can fix. Exit code 1 (bad data) unless a subclass says otherwise."""
@@ -41,3 +46,30 @@ class CheckpointError(TinyGPTError):
 
 class DivergedError(TinyGPTError):
     """Training produced non-finite losses too many steps in a row."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT or SIGTERM that stops a command where it is: the command's `finally` blocks run
+    (temporary files go), and the CLI says "interrupted" with exit code 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def terminate_like_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (`kill`, a scheduler's stop, a container's shutdown) unwinds
+    like Ctrl-C instead of ending the process on the spot, so nothing half-written stays behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)

@@ -17,18 +17,24 @@ from torch.nn import functional as F
 from .data import as_tensor, get_batch
 
 
+class Stopped(Exception):
+    """An evaluation given up part way because its `stop` check said so (a signal)."""
+
+
 def estimate_loss(model: torch.nn.Module, splits: dict[str, torch.Tensor], *, batch_size: int,
                   context_length: int, eval_iters: int, seed: int,
-                  autocast: AbstractContextManager | None = None) -> torch.Tensor:
+                  autocast: AbstractContextManager | None = None,
+                  stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """The book's estimate: mean loss of `eval_iters` random batches per split, dropout off.
 
     Batches come from a generator seeded with `seed`, never from the training generator, so how
     often one evaluates cannot change training. Returns a float32 tensor of one mean per split
     (in the order of `splits`), on the splits' device, ready to be averaged across processes.
+    Raises Stopped as soon as `stop()` is true (it is asked between forward passes).
     """
     means = [estimate_split_loss(model, data, context_length=context_length,
                                  batch_size=batch_size, eval_iters=eval_iters, seed=seed,
-                                 autocast=autocast)[0] for data in splits.values()]
+                                 autocast=autocast, stop=stop)[0] for data in splits.values()]
     return torch.tensor(means, device=next(iter(splits.values())).device)
 
 
@@ -105,7 +111,8 @@ ESTIMATE_TOKENS = 1 << 13  # and tokens per pass, which bound the activations of
 @torch.no_grad()
 def estimate_split_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int,
                         batch_size: int, eval_iters: int, seed: int, rows: int | None = None,
-                        autocast: AbstractContextManager | None = None) -> tuple[float, int]:
+                        autocast: AbstractContextManager | None = None,
+                        stop: Callable[[], bool] | None = None) -> tuple[float, int]:
     """The book's estimate for one split: (mean loss, predictions scored).
 
     `eval_iters` batches of `batch_size` random windows are drawn (in the book's order) from a
@@ -114,22 +121,33 @@ def estimate_split_loss(model: torch.nn.Module, data: torch.Tensor, *, context_l
     grouped. By default a pass takes as many windows as keep its logits within ESTIMATE_LOGITS
     and its tokens within ESTIMATE_TOKENS, and at least one batch (never more memory than the
     book's pass per batch): on the book's model, all 20 windows in one pass instead of 10 passes
-    of 2 make the estimate about a third faster.
+    of 2 make the estimate about a third faster. Raises Stopped when `stop()` turns true.
     """
+    stop = stop or (lambda: False)
     T = context_length
     if rows is None:
         fit = min(ESTIMATE_LOGITS // (T * model.config.vocab_size), ESTIMATE_TOKENS // T)
         rows = max(batch_size, fit)
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=data.device).manual_seed(seed)
-    batches = [get_batch(data, batch_size, T, generator) for _ in range(eval_iters)]
+    batches = []
+    for i in range(eval_iters):
+        if i % 1024 == 1023 and stop():
+            raise Stopped
+        batches.append(get_batch(data, batch_size, T, generator))
     x = torch.cat([b[0] for b in batches])  # (eval_iters * B, T)
     y = torch.cat([b[1] for b in batches])
     # one sum per pass, left on the device: a GPU never waits for the CPU between passes
-    sums = [_summed_loss(model, x[i:i + rows], y[i:i + rows], autocast, on_cpu=False)
-            for i in range(0, len(x), rows)]
-    model.train(was_training)
+    sums = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(x), rows):
+            if stop():
+                raise Stopped
+            sums.append(_summed_loss(model, x[i:i + rows], y[i:i + rows], autocast,
+                                     on_cpu=False))
+    finally:
+        model.train(was_training)
     scored = eval_iters * batch_size * T
     return torch.stack(sums).cpu().double().sum().item() / scored, scored
 

@@ -9,11 +9,16 @@ training loss since the last one), and {"type": "sample", "step", "text"} for --
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import TinyGPTError
 from .events import EvalDone, StepDone
+from .files import permit_like_a_new_file
 
 METRICS_SUFFIX = ".metrics.jsonl"
 
@@ -63,14 +68,38 @@ class MetricsWriter:
     def __enter__(self) -> MetricsWriter:
         if self.enabled:
             kept = self._kept_lines()
-            self._file = open(self.path, "w", encoding="utf-8")
-            self._file.writelines(kept)
+            with self._write_error():
+                # the kept records go into a new file that replaces the old in one rename, so a
+                # crash here never leaves the run without the records it had
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                           suffix=".tmp")
+                try:
+                    permit_like_a_new_file(fd)
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        f.writelines(kept)
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                self._file = open(self.path, "a", encoding="utf-8")
         return self
 
     def write(self, record: dict) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            with self._write_error():
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+
+    @contextmanager
+    def _write_error(self) -> Iterator[None]:
+        """A failed write (a full disk) ends the run with one line; the reader skips a record
+        cut off part way, and the checkpoints already saved stay as they are."""
+        try:
+            yield
+        except OSError as exc:
+            raise TinyGPTError(f"could not write the metrics file {self.path}: "
+                               f"{exc.strerror or exc}", hint="free some disk space, or pass "
+                               "--out to another location") from None
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:

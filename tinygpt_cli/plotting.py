@@ -304,6 +304,7 @@ def write_png(runs: Sequence[Run | Path | str], output: Path) -> Path:
     if fmt not in fig.canvas.get_supported_filetypes():
         raise UsageError(f"--output {output}: matplotlib cannot write .{fmt} files",
                          hint="use a .png (or .svg, .pdf) file name")
+    _check_replaceable(output, fmt)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
@@ -314,10 +315,37 @@ def write_png(runs: Sequence[Run | Path | str], output: Path) -> Path:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=fmt)
         os.replace(tmp, output)
+    except OSError as exc:  # a full disk, say: one line, and the old image (if any) kept
+        Path(tmp).unlink(missing_ok=True)
+        raise TinyGPTError(f"could not write {output}: {exc.strerror or exc}",
+                           hint="free some disk space, or choose another --output") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return output
+
+
+# the first bytes of each format's files: a plot replaces an image, never a file of another kind
+IMAGE_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "pdf": (b"%PDF-",), "svg": (b"<?xml", b"<svg")}
+
+
+def _check_replaceable(output: Path, fmt: str) -> None:
+    """Refuse to write the image over anything but an image of its format (an earlier plot):
+    `-o notes.png` on a file that is really a text, a checkpoint or a folder is refused."""
+    try:
+        with open(output, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise UsageError(f"--output {output} is a folder",
+                         hint="give a file name, e.g. plot.png") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if not output.is_file() or head and not head.startswith(IMAGE_MAGIC.get(fmt, (head,))):
+        raise UsageError(f"--output {output} exists and is not a .{fmt} image; tinygpt replaces "
+                         "only an image it could have written", hint="move it away, or choose "
+                         "another --output")
 
 
 # --- the terminal chart ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError
+from .errors import Interrupted, UsageError
 
 # Dense bf16 peak FLOP/s (no sparsity) by device name, for the MFU estimate.
 # Only GPUs with bfloat16 (what --dtype auto trains in); the first name found in the device name
@@ -109,7 +109,8 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class StopSignals:
-    """First SIGINT/SIGTERM: ask the loop to stop after the current step. Second: stop now."""
+    """First SIGINT/SIGTERM: ask the run to stop at the next point where it can save (after the
+    current step, or within one forward pass of an evaluation). Second: stop now."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -127,8 +128,12 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt  # the second one: leave at once; checkpoints are atomic
+            raise Interrupted(signum)  # the second one: leave at once; checkpoints are atomic
         self.signum = signum
+
+    def __call__(self) -> bool:
+        """Whether a stop was asked for: the check long work makes between its pieces."""
+        return self.signum is not None
 
 
 @dataclass

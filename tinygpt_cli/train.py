@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field, replace
@@ -25,7 +25,7 @@ from . import fast, outputs, runstate
 from .config import COMPILE_MODES, MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
-from .evaluate import estimate_loss, evaluation_seed
+from .evaluate import Stopped, estimate_loss, evaluation_seed
 from .events import (
     CheckpointSaved,
     EvalDone,
@@ -270,16 +270,24 @@ class Trainer:
                 self._compiled_ok = True
                 return self.forward_model(x, y)[1]
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self, stop: Callable[[], bool] | None = None) -> tuple[float, float] | None:
+        """The book's estimate of both splits at this step, averaged over processes; None when
+        `stop()` turned true on any process before it finished (a signal: the run saves and
+        ends within a forward pass, instead of after every batch of a long evaluation)."""
         # the plain module: evaluation needs no gradient sync, and a compiled graph for no-grad
         # mode would cost a second compilation for 2 x eval_iters batches
-        means = estimate_loss(
-            self.model, self.splits, batch_size=self.cfg.batch_size,
-            context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
-            seed=evaluation_seed(self.cfg.seed, self.step, self.dist.rank),
-            autocast=self.autocast())
-        train_loss, valid_loss = self.dist.all_mean(means).tolist()
-        return train_loss, valid_loss
+        try:
+            means = estimate_loss(
+                self.model, self.splits, batch_size=self.cfg.batch_size,
+                context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
+                seed=evaluation_seed(self.cfg.seed, self.step, self.dist.rank),
+                autocast=self.autocast(), stop=stop)
+            stopped = 0.0
+        except Stopped:
+            means, stopped = torch.zeros(2, device=self.device), 1.0
+        flags = torch.cat([means.float(), torch.tensor([stopped], device=self.device)])
+        train_loss, valid_loss, stopped = self.dist.all_mean(flags).tolist()
+        return None if stopped > 0 else (train_loss, valid_loss)
 
     def train_step(self, lr: float) -> torch.Tensor:
         """One optimizer step over grad_accum micro-batches; returns the mean loss (on device)."""
@@ -406,9 +414,12 @@ class Trainer:
                 if (step % cfg.eval_interval == 0 or step == cfg.max_iters - 1) \
                         and step != self.progress.evaluated_step:
                     eval_time, eval_tokens = 0.0, 0
-                    yield from self._evaluate(step, lr, tps, peak, flops_per_token, started,
-                                              metrics)
+                    finished = yield from self._evaluate(step, lr, tps, peak, flops_per_token,
+                                                         started, metrics, stop)
                     yield from self._drain_notices()
+                    if not finished:  # a signal during the evaluation: save this step, leave
+                        reason, signum = "interrupted", stop.signum
+                        break
                 t0 = time.perf_counter()
                 loss = self.train_step(lr)
                 # one sync per step: the loss decides whether this update may be applied, and
@@ -472,8 +483,13 @@ class Trainer:
                       signum, final_step=progress.evaluated_step if progress.last_losses
                       else None)
 
-    def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics) -> Iterator[Event]:
-        train_loss, valid_loss = self.evaluate()
+    def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics,
+                  stop) -> Iterator[Event]:
+        """Evaluate, record and save; returns False when a signal stopped the evaluation."""
+        losses = self.evaluate(stop)
+        if losses is None:
+            return False
+        train_loss, valid_loss = losses
         progress = self.progress
         progress.last_losses, progress.evaluated_step = (train_loss, valid_loss), step
         is_best = math.isfinite(valid_loss) and (progress.best_valid is None
@@ -494,6 +510,7 @@ class Trainer:
             self.save(ckpt.related_path(self.out, "best"), self.out)  # one snapshot, two files
         else:
             self.save(self.out)
+        return True
 
     def sample(self, step: int) -> Sample:
         """A short greedy-ish continuation of the sample prompt, drawn from its own generator."""

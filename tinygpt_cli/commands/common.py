@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from ..errors import TinyGPTError
+from ..errors import TinyGPTError, terminate_like_interrupt
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,13 +30,16 @@ def funnel(fn: F) -> F:
         from .. import ui
 
         try:
-            return fn(*args, **kwargs)
+            with terminate_like_interrupt():
+                return fn(*args, **kwargs)
         except TinyGPTError as exc:
             ui.error(exc.message, exc.hint)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            ui.error("interrupted")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runtime.terminate_like_interrupt)
+            signum = getattr(exc, "signum", signal.SIGINT)
+            ui.error("interrupted" if signum == signal.SIGINT
+                     else f"stopped by {signal.Signals(signum).name}")
+            raise typer.Exit(128 + signum) from None
 
     return wrapper  # type: ignore[return-value]
 

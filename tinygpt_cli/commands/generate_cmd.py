@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -135,6 +136,10 @@ def generate_command(
     except BrokenPipeError:
         _stdout_gone()
         raise typer.Exit(141) from None  # what a shell reports for a reader that left (SIGPIPE)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: end the cut-off line before the error's
+        with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+            ui.stream("\n")
+        raise
     ui.generate_summary(sum(s.tokens for s in samples), sum(s.seconds for s in samples),
                         len(samples), use_cache)
 
