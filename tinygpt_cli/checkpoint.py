@@ -200,7 +200,13 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path} is not a tinygpt checkpoint (not a file torch.save "
                               "wrote)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path} is truncated or not a checkpoint ({_first_line(exc)})",
+        if path.stat().st_size == 0:
+            what = "the file is empty"
+        elif isinstance(exc, EOFError | zipfile.BadZipFile) or "zip archive" in str(exc):
+            what = "an incomplete zip archive: cut off while it was written or copied"
+        else:
+            what = _first_line(exc)
+        raise CheckpointError(f"{path} is truncated or not a checkpoint ({what})",
                               hint="use the .best.ckpt beside it, or train again") from None
     except Exception as exc:  # the unpickler trips over random bytes in many ways
         raise CheckpointError(f"{path} is not a tinygpt checkpoint (unreadable: "

@@ -99,11 +99,17 @@ class TokenCache:
 # --- reading the corpus ------------------------------------------------------------------------
 
 def check_source(path: Path) -> Path:
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path} is a symbolic link to nothing (its target is missing, or the "
+                        "links go round in a loop)", hint="point it at a file, or pass the file")
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="check the path, or leave it out to use the "
                         "default corpus")
     if path.is_dir():
         raise DataError(f"{path} is a directory; pass a text or CSV file")
+    if not path.is_file():  # reading a FIFO waits for a writer forever; /dev/zero never ends
+        raise DataError(f"{path} is not a regular file (a FIFO, a device or a socket)",
+                        hint="save the text to a file first and pass that")
     return path
 
 
@@ -129,10 +135,25 @@ def _decode(raw: bytes, offset: int, path: Path, errors: str) -> str:
 
 
 def _check_not_binary(raw: bytes, offset: int, path: Path, errors: str) -> None:
+    if offset == 0 and _looks_utf16(raw):
+        raise DataError(f"{path} is UTF-16 text; tinygpt reads UTF-8",
+                        hint=f"convert it first, e.g. iconv -f UTF-16 -t UTF-8 {path} > "
+                        f"{path.stem}-utf8{path.suffix}")
     nul = raw.find(b"\x00")
     if nul >= 0 and errors == "strict":
         raise DataError(f"{path} looks binary: a NUL byte at offset {offset + nul}",
                         hint="pass a text file, or --errors replace to read it anyway")
+
+
+def _looks_utf16(raw: bytes) -> bool:
+    """A UTF-16 byte-order mark, or (without one) ASCII-range text with every other byte NUL."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = raw[:4096]
+    if len(head) < 16:
+        return False
+    even, odd = head[0::2], head[1::2]
+    return even.count(0) > 0.9 * len(even) or odd.count(0) > 0.9 * len(odd)
 
 
 def iter_text_chunks(path: Path, errors: str = "strict",

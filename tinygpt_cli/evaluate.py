@@ -367,12 +367,13 @@ def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | Non
 
 def encode_file(path: Path, vocab) -> Split:
     """A UTF-8 text file as model ids of `vocab` (byte fallback: any text is encodable)."""
-    from .data import iter_text_chunks
+    from .data import check_source, iter_text_chunks
     from .errors import DataError
 
-    if not path.is_file():
-        raise DataError(f"--data {path}: " + ("is a directory" if path.is_dir()
-                                              else "no such file"))
+    try:
+        check_source(path)  # a missing file, a folder, a FIFO or device (never opened)
+    except DataError as exc:
+        raise DataError(f"--data {exc.message}", hint=exc.hint) from None
     pieces, nbytes = [], 0
     try:
         # chunks end where tiktoken never joins tokens, so this equals encoding the whole text

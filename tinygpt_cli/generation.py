@@ -64,14 +64,16 @@ def read_prompt(prompt: str | None, prompt_file: Path | None, stdin: TextIO | No
     Text read from a file or standard input loses one trailing newline, as `$(cat file)` would
     (an editor's final newline would otherwise make the model start a new title).
     """
+    from .data import check_source
     from .errors import DataError, UsageError
 
     if prompt is not None and prompt_file is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
     if prompt_file is not None:
-        if not prompt_file.is_file():
-            raise UsageError(f"--prompt-file {prompt_file}: "
-                             + ("is a directory" if prompt_file.is_dir() else "no such file"))
+        try:
+            check_source(prompt_file)  # a missing file, a folder, a FIFO or device
+        except DataError as exc:
+            raise UsageError(f"--prompt-file {exc.message}") from None
         try:
             raw = prompt_file.read_bytes()
         except OSError as exc:

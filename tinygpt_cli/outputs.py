@@ -41,7 +41,8 @@ def describe(path: Path) -> str | None:
     data = (state.get("data") or {}).get("path", "unknown data")
     losses = state.get("last_losses")
     valid = f", valid loss {float(losses[1]):.3f}" if losses else ""
-    return f"{state.get('step', '?')} steps on {data}{valid}"
+    step = state.get("step", "?")
+    return f"{step} step{'' if step == 1 else 's'} on {data}{valid}"
 
 
 def claim(out: Path, *, inputs: list[Path], resume: Path | None, overwrite: bool) -> Lock:

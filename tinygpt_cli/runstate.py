@@ -71,12 +71,9 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
     return state
 
 
-def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: ModelConfig,
-            train_config: TrainConfig, cache: TokenCache, optimizer,
-            scaler: torch.amp.GradScaler, batch_gen: torch.Generator, device: torch.device,
-            dist: Dist) -> tuple[Progress, list[str]]:
-    """Put a checkpoint's run back: weights, optimizer, every random state. Returns where the
-    run stands and the notices to show (a random state that could not be restored exactly)."""
+def check_resumable(state: dict, source: Path, train_config: TrainConfig) -> None:
+    """What makes a checkpoint (already `checkpoint.check`ed) unfit to continue, found before
+    any tokenizing or building: non-finite weights or evaluation, no steps left to take."""
     if not ckpt.all_finite(state["model_state_dict"]):
         raise CheckpointError(f"cannot resume from {source}: its weights are not finite (NaN or "
                               "inf); the run had diverged", hint="resume from the .best.ckpt "
@@ -86,6 +83,19 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
         raise CheckpointError(f"cannot resume from {source}: its last evaluation is not finite "
                               f"({losses[0]}, {losses[1]}); the run had diverged",
                               hint="resume from the .best.ckpt beside it")
+    step = int(state["step"])
+    if step >= train_config.max_iters:
+        raise UsageError(f"{source} has already done {step} steps; --max-iters is the total, "
+                         f"so raise it above {step}")
+
+
+def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: ModelConfig,
+            train_config: TrainConfig, cache: TokenCache, optimizer,
+            scaler: torch.amp.GradScaler, batch_gen: torch.Generator, device: torch.device,
+            dist: Dist) -> tuple[Progress, list[str]]:
+    """Put a checkpoint's run back: weights, optimizer, every random state. Returns where the
+    run stands and the notices to show (a random state that could not be restored exactly).
+    `check_resumable` has passed."""
     found = ckpt.differences(state, model_config=model_config, vocab=cache.vocab,
                              data_sha256=cache.meta["source"]["sha256"])
     if found:
@@ -106,9 +116,6 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
         best_step=state.get("best_step"), evaluated_step=state.get("evaluated_step"),
         # a resume that starts at its last evaluation still reports those losses at the end
         last_losses=tuple(state["last_losses"]) if state.get("last_losses") else None)
-    if progress.step >= train_config.max_iters:
-        raise UsageError(f"{source} has already done {progress.step} steps; --max-iters is the "
-                         f"total, so raise it above {progress.step}")
 
     notices = []
     rng = state.get("rng", {})

@@ -67,6 +67,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def check_writable(path: Path) -> None:
     """Fail before training, not after 500 steps, if the checkpoint cannot be written."""
+    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"cannot write the checkpoint {path}: {blocking} is a file, not a "
+                         "folder", hint="pass --out to a path in a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-").close()
@@ -141,6 +145,10 @@ class Trainer:
         state = ckpt.load(request.resume) if request.resume else None  # fail before tokenizing
         if state is not None:
             ckpt.check(state, request.resume)  # before anything is built from it
+            runstate.check_resumable(state, request.resume, self.cfg)
+        if request.model_options:  # the model's own settings, checked before any tokenizing,
+            # and its memory with the smallest vocabulary: what cannot fit even so is refused now
+            self._check_memory(self._model_config(None, vocab_size=1), counted=False)
 
         if cache is None:
             # the first process of each machine builds the cache (if needed) while the others
@@ -198,14 +206,14 @@ class Trainer:
 
     # setup helpers
 
-    def _model_config(self, state: dict | None) -> ModelConfig:
+    def _model_config(self, state: dict | None, vocab_size: int | None = None) -> ModelConfig:
         options = self.request.model_options
         if state is not None and not options:  # an API caller resuming without options
             return ckpt.model_config_from(state)
         unknown = set(options) - MODEL_FIELDS
         if unknown:
             raise UsageError(f"unknown model options: {', '.join(sorted(unknown))}")
-        return ModelConfig(vocab_size=self.cache.vocab.size, **options)
+        return ModelConfig(vocab_size=vocab_size or self.cache.vocab.size, **options)
 
     def _optimizer(self):
         """The book's AdamW: torch.optim.AdamW, or on the speed path the same update without
@@ -219,19 +227,21 @@ class Trainer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd,
                                  fused=True if self.device.type == "cuda" else None)
 
-    def _check_memory(self) -> None:
-        """Sizes that cannot fit are refused before anything is allocated, with the estimate."""
-        need = training_memory(ckpt.parameter_count(self.model_config), self.model_config,
-                               self.cfg.batch_size, self.cfg.eval_iters,
-                               attention_weights=self.device.type == "cpu")
+    def _check_memory(self, config: ModelConfig | None = None, counted: bool = True) -> None:
+        """Sizes that cannot fit are refused before anything is allocated, with the estimate
+        (before tokenizing, `counted=False`: with a vocabulary of one token, a lower bound)."""
+        c = config or self.model_config
+        need = training_memory(ckpt.parameter_count(c), c, self.cfg.batch_size,
+                               self.cfg.eval_iters, attention_weights=self.device.type == "cpu")
         have = memory_bytes(self.device)
         if have and need > have:
-            c = self.model_config
             raise UsageError(
                 f"this run needs about {need / 2**30:,.1f} GiB (an estimate of the weights, "
                 f"gradients, AdamW's state and one batch's activations for d_model {c.d_model}, "
                 f"{c.num_blocks} blocks, context {c.context_length}, batch "
-                f"{self.cfg.batch_size}, vocabulary {c.vocab_size:,}); this machine has "
+                f"{self.cfg.batch_size}, "
+                + (f"vocabulary {c.vocab_size:,}" if counted else "before the vocabulary")
+                + "); this machine has "
                 f"{have / 2**30:,.1f} GiB", hint="lower --batch-size, --context-length, "
                 "--d-model or --num-blocks")
 
