@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import train_tiny
@@ -382,3 +383,87 @@ def test_hostile_input_is_one_line_and_changes_nothing(case, workspace, tmp_path
         after = {k: v for k, v in after.items() if k in before or not k.startswith("cache/")}
     assert after == before  # nothing changed, nothing new (PWNED included)
 
+
+
+# --- damaged token caches: found by their checksums, rebuilt with one warning -------------------
+def _cache_file(ws: Path, name: str) -> Path:
+    (folder,) = (ws / "cache").iterdir()
+    return folder / name
+
+
+def _damage(name: str, change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        path = _cache_file(ws, name)
+        path.write_bytes(change(path.read_bytes()))
+    return setup
+
+
+def _meta(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        import json
+
+        path = _cache_file(ws, "meta.json")
+        meta = json.loads(path.read_text())
+        change(meta)
+        path.write_text(json.dumps(meta))
+    return setup
+
+
+def _remove(name: str) -> Callable[[Path], None]:
+    return lambda ws: _cache_file(ws, name).unlink()
+
+
+def _shuffled(data: bytes) -> bytes:
+    ids = np.frombuffer(data, dtype="<u4")
+    return np.random.default_rng(0).permutation(ids).tobytes()
+
+
+def _random_ids(data: bytes) -> bytes:
+    return np.random.default_rng(1).integers(0, 100_000, len(data) // 4, dtype="<u4").tobytes()
+
+
+DAMAGED_CACHES = {
+    "a shuffled vocabulary": _damage("vocab.bin", _shuffled),
+    "a vocabulary of random ids": _damage("vocab.bin", _random_ids),
+    "a vocabulary four bytes longer": _damage("vocab.bin", lambda b: b + b"\0\0\0\0"),
+    "zeroed training tokens": _damage("train.bin", lambda b: bytes(len(b))),
+    "training tokens with one id changed": _damage("train.bin", lambda b: b"\x01\x00" + b[2:]),
+    "validation tokens cut in half": _damage("valid.bin", lambda b: b[: len(b) // 2]),
+    "no training file": _remove("train.bin"),
+    "no metadata": _remove("meta.json"),
+    "metadata that is not JSON": _damage("meta.json", lambda b: b"{not json"),
+    "metadata without checksums (an older tinygpt)": _meta(lambda m: m.pop("checksums")),
+    "a checksum that does not match": _meta(lambda m: m["checksums"].update(
+        {"train.bin": "0" * 64})),
+    "metadata whose token count is a string": _meta(lambda m: m.update(tokens="many")),
+}
+
+
+@pytest.mark.parametrize("command", ["tokenize", "train"])
+@pytest.mark.parametrize("damage", sorted(DAMAGED_CACHES))
+def test_a_damaged_cache_is_rebuilt_with_one_warning(damage, command, workspace, tmp_path,
+                                                     monkeypatch):
+    """Not an error: the cache is rebuilt from the corpus, which is left as it was, and the
+    rebuilt files are the ones a fresh tokenization makes (the damage never reaches a model)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws, symlinks=True)
+    shutil.rmtree(ws / "cache")  # caches are keyed by the corpus's path: make this copy's
+    env = {"TINYGPT_CACHE_DIR": str(ws / "cache")}
+    assert CliRunner().invoke(app, ["tokenize", str(ws / "corpus.txt")], env=env).exit_code == 0
+    (folder,) = (ws / "cache").iterdir()
+    good = {name: (folder / name).read_bytes() for name in ("train.bin", "valid.bin",
+                                                            "vocab.bin")}
+    corpus = (ws / "corpus.txt").read_bytes()
+    DAMAGED_CACHES[damage](ws)
+    monkeypatch.chdir(ws)
+    args = {"tokenize": ["tokenize", str(ws / "corpus.txt")],
+            "train": ["train", "--data", str(ws / "corpus.txt"), "--out",
+                      str(ws / "new" / "model.ckpt"), *QUICK]}[command]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "rebuilding it" in warnings[0], result.stderr
+    assert {name: (folder / name).read_bytes() for name in good} == good
+    assert (ws / "corpus.txt").read_bytes() == corpus
+    assert [p.name for p in (ws / "cache").iterdir()] == [folder.name]  # no leftovers

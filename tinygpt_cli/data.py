@@ -460,6 +460,18 @@ def verify_cache(folder: Path, sha: str | None = None, content: bool = False) ->
             return f"meta.json has an unknown token dtype {meta['dtype']!r}"
         if meta["vocab"]["mode"] not in (COMPACT, FULL):
             return f"meta.json has an unknown vocabulary mode {meta['vocab']['mode']!r}"
+        counts = [meta[key] for key in ("tokens", "characters", "distinct_tokens")]
+        counts += [meta["splits"][n][key] for n in ("train", "valid") for key in ("tokens",
+                                                                                  "bytes")]
+        counts.append(meta["vocab"]["size"])
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            return "meta.json has a count that is not a whole number"
+        if meta["tokens"] != meta["splits"]["train"]["tokens"] + meta["splits"]["valid"]["tokens"]:
+            return "meta.json's token counts do not add up"
+        if not all(isinstance(v, str) for v in (meta["vocab"]["encoding"], meta["source"]["path"],
+                                                 meta["source"]["sha256"])) \
+                or not isinstance(meta["settings"], dict):
+            return "meta.json has a value of the wrong type"
         itemsize = np.dtype(meta["dtype"]).itemsize
         expected = {f"{name}.bin": meta["splits"][name]["tokens"] * itemsize
                     for name in ("train", "valid")}
