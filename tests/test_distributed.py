@@ -121,3 +121,46 @@ def test_a_failed_save_on_rank_0_stops_every_rank(tmp_path: Path, corpus: Path) 
     assert "error: process 0 could not write a checkpoint" in proc.stderr  # rank 1's own line
     assert "Connection closed by peer" not in proc.stderr
     assert torch.load(out, weights_only=True)["step"] == 0
+
+
+ONE_RANK_STOPPED = """
+import os, sys
+from tinygpt_cli import train
+from tinygpt_cli.cli import main
+
+real, calls = train.estimate_loss, []
+
+def estimate_loss(*args, stop=None, **kwargs):  # process 1 alone sees a signal, at step 5
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        stop = lambda: True
+    return real(*args, stop=stop, **kwargs)
+
+train.estimate_loss = estimate_loss
+sys.argv[0] = "tinygpt"
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_a_signal_on_one_rank_during_an_evaluation_stops_every_rank_together(
+        tmp_path: Path, corpus: Path) -> None:
+    """Every process must take the same path out of a stopped evaluation (their next collective
+    would otherwise never match): the stop is agreed in the evaluation's own all-reduce, the
+    step is saved, and the run ends as interrupted, with no evaluation recorded at that step."""
+    script = tmp_path / "one_rank_stopped.py"
+    script.write_text(ONE_RANK_STOPPED)
+    out = tmp_path / "run" / "model.ckpt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), "train", "--data", str(corpus), "--out", str(out), *TINY,
+           "--max-iters", "40", "--eval-interval", "5"]
+    env = {**_env(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    # both processes left as a stopped run does (torchrun then reports their exit codes, with
+    # a traceback of its own); neither crashed in tinygpt's code nor waited for the other
+    assert "/tinygpt_cli/" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("exitcode  : 143") == 2, proc.stderr
+    assert "Training interrupted" in proc.stderr
+    state = torch.load(out, weights_only=True)
+    assert state["step"] == 5 and state["evaluated_step"] == 0

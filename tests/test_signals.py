@@ -9,6 +9,7 @@ take without the stop (minutes), not a speed target.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from helpers import train_tiny
 from tinygpt_cli import checkpoint as ckpt
 
 STOPS_WITHIN = 15.0  # seconds from the signal to the exit; the work itself would take minutes
-LONG_EVAL = ["--eval-iters", "131072", "--batch-size", "64"]  # 2 x 134M tokens to score
+LONG_EVAL = ["--eval-iters", "131072", "--batch-size", "16"]  # 2 x 34M tokens to score
 TINY = ["--d-model", "16", "--num-blocks", "1", "--num-heads", "2", "--context-length", "16"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -92,24 +93,54 @@ def test_a_signal_during_a_training_evaluation_saves_and_stops_at_once(tmp_path,
     assert leftovers(out.parent) == []
 
 
-def test_a_run_stopped_during_its_evaluation_resumes_from_that_evaluation(tmp_path, corpus):
-    out = tmp_path / "run" / "model.ckpt"
-    proc, _, err = start(tmp_path, "train", "--data", str(corpus), "--out", str(out),
-                         "--cache-dir", str(tmp_path / "cache"), "--max-iters", "3", *TINY,
-                         *LONG_EVAL)
-    wait_for(proc, out.with_name("model.metrics.jsonl").exists, "the training loop")
-    time.sleep(0.5)
-    stop(proc, signal.SIGINT)
-    assert proc.returncode == 130, err.read_text()
-    # the evaluation the signal cut short is made again by the resumed run, then it goes on
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tinygpt_cli", "train", "--resume", str(out), "--out", str(out),
-         "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--eval-iters", "2"],
-        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120,
-        cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    state = ckpt.load(out)
-    assert state["step"] == 3 and state["evaluated_step"] == 2
+def run_tiny(out: Path, corpus: Path, cache: Path, resume: Path | None = None) -> list:
+    """8 steps with dropout, evaluated at 0, 4 and 7 (in-process)."""
+    from helpers import TINY_MODEL
+
+    from tinygpt_cli.config import TrainConfig
+    from tinygpt_cli.train import Trainer, TrainRequest
+
+    config = TrainConfig(device="cpu", dtype="float32", max_iters=8, eval_interval=4,
+                         eval_iters=2)
+    trainer = Trainer(TrainRequest(train_config=config, model_options={**TINY_MODEL,
+                                                                       "dropout": 0.2},
+                                   data=corpus, cache_dir=cache, out=out, resume=resume))
+    try:
+        return list(trainer.run())
+    finally:
+        trainer.close()
+
+
+def test_a_run_stopped_during_its_evaluation_resumes_exactly(tmp_path, corpus, monkeypatch):
+    """Stopped during its step-4 evaluation and resumed, a run ends with the same weights and
+    the same evaluations as the run that was never stopped (the cut evaluation is made again).
+    With dropout: the random state saved at the stop must be the one of that step."""
+    from tinygpt_cli import train as train_module
+
+    cache = tmp_path / "cache"
+    straight = tmp_path / "straight" / "model.ckpt"
+    run_tiny(straight, corpus, cache)
+    real, calls = train_module.estimate_loss, []
+
+    def signal_at_step_4(*args, stop=None, **kwargs):
+        calls.append(1)  # the second evaluation is step 4's: a signal arrives during it
+        return real(*args, stop=(lambda: True) if len(calls) == 2 else stop, **kwargs)
+
+    out = tmp_path / "stopped" / "model.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "estimate_loss", signal_at_step_4)
+        done = run_tiny(out, corpus, cache)[-1]
+    assert done.reason == "interrupted" and done.steps == 4
+    assert ckpt.load(out)["evaluated_step"] == 0  # the cut evaluation was not recorded
+    run_tiny(out, corpus, cache, resume=out)
+    a, b = ckpt.load(straight), ckpt.load(out)
+    assert a["step"] == b["step"] == 8 and a["last_losses"] == b["last_losses"]
+    for name, value in a["model_state_dict"].items():
+        assert torch.equal(value, b["model_state_dict"][name]), name
+    records = [[json.loads(line) for line in path.with_name("model.metrics.jsonl").read_text()
+                .splitlines()] for path in (straight, out)]
+    evals = [[(r["step"], r["valid_loss"]) for r in rs if r["type"] == "eval"] for rs in records]
+    assert [step for step, _ in evals[0]] == [0, 4, 7] and evals[0] == evals[1]
 
 
 @pytest.fixture
@@ -122,9 +153,12 @@ def trained(tmp_path, corpus) -> Path:
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_a_signal_during_eval_stops_it_at_once(tmp_path, trained, signum):
     before = trained.read_bytes()
-    proc, out, err = start(tmp_path, "eval", "-c", str(trained), "--cache-dir",
-                           str(tmp_path / "cache"), *LONG_EVAL)
-    time.sleep(4)  # past the start-up: the evaluation itself takes minutes
+    cache = tmp_path / "eval-cache"
+    proc, out, err = start(tmp_path, "eval", "-c", str(trained), "--cache-dir", str(cache),
+                           *LONG_EVAL)
+    # eval tokenizes the checkpoint's corpus into its own cache first, then evaluates (minutes)
+    wait_for(proc, lambda: any(cache.glob("*/meta.json")), "the corpus tokenized")
+    time.sleep(0.5)
     took = stop(proc, signum)
     assert proc.returncode == 128 + signum, err.read_text()
     assert took < STOPS_WITHIN, f"{took:.1f} s from the signal to the exit"
@@ -162,9 +196,11 @@ def test_a_signal_during_tokenize_leaves_no_partial_cache(tmp_path, corpus, sign
         for i in range(600_000):
             f.write(f"{line}{i}\n")
     text = big.read_bytes()
-    proc, _, err = start(tmp_path, "tokenize", str(big), "--cache-dir", str(root))
-    wait_for(proc, lambda: any(".tmp-" in p.name for p in root.iterdir()), "a cache being built")
-    time.sleep(0.3)
+    # one thread: several seconds of work on any machine; signalled once tokens are written
+    proc, _, err = start(tmp_path, "tokenize", str(big), "--cache-dir", str(root), "--threads",
+                         "1")
+    wait_for(proc, lambda: any(p.stat().st_size > 0 for p in root.glob(".*.tmp-*/raw.u32")),
+             "tokens being written")
     took = stop(proc, signum)
     assert proc.returncode == 128 + signum, err.read_text()
     assert took < STOPS_WITHIN, f"{took:.1f} s from the signal to the exit"
@@ -195,5 +231,11 @@ def test_the_stopped_checkpoint_is_the_weights_of_its_step(tmp_path, corpus):
     assert calls["n"] == 1 and done.reason == "interrupted" and done.steps == 0
     state = ckpt.load(out)
     assert state["step"] == 0 and state["evaluated_step"] is None
-    model, _, _ = ckpt.load_model(out)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the weights the run starts from: its seed's initialization, untouched by any step
+    from tinygpt_cli.config import ModelConfig
+    from tinygpt_cli.model import GPT
+
+    torch.manual_seed(state["train_config"]["seed"])
+    initial = GPT(ModelConfig(**state["model_config"]))
+    for name, value in initial.state_dict().items():
+        assert torch.equal(value, state["model_state_dict"][name]), name

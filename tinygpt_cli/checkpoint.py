@@ -25,7 +25,7 @@ import torch
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError
-from .files import permit_like_a_new_file
+from .files import permit_like_a_new_file, write_hint
 from .runtime import memory_bytes
 from .tokenizer import Vocabulary
 
@@ -133,9 +133,11 @@ def _write_error(path: Path) -> Iterator[None]:
         yield
     except (OSError, RuntimeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        elsewhere = "pass --out to another location"
+        hint = write_hint(exc, elsewhere) if isinstance(exc, OSError) and exc.errno \
+            else f"free some disk space, or {elsewhere}"
         raise CheckpointError(f"could not write the checkpoint {path}: {reason}",
-                              hint="free some disk space, or pass --out to another location"
-                              ) from None
+                              hint=hint) from None
 
 
 @contextmanager
@@ -169,9 +171,9 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete temporary files a killed save left beside `path` (and its best copy)."""
+    """Delete temporary files a killed save left beside `path` (its best copy, its metrics)."""
     path = Path(path)
-    for name in (path.name, related_path(path, "best").name):
+    for name in (path.name, related_path(path, "best").name, related_path(path, "metrics").name):
         for stale in path.parent.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
 

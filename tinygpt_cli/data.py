@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -26,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, UsageError
+from .files import write_hint
 from .tokenizer import COMPACT, DEFAULT_ENCODING, FULL, Vocabulary, get_encoding
 
 FORMAT_VERSION = 1
@@ -135,25 +137,33 @@ def _decode(raw: bytes, offset: int, path: Path, errors: str) -> str:
 
 
 def _check_not_binary(raw: bytes, offset: int, path: Path, errors: str) -> None:
-    if offset == 0 and _looks_utf16(raw):
-        raise DataError(f"{path} is UTF-16 text; tinygpt reads UTF-8",
-                        hint=f"convert it first, e.g. iconv -f UTF-16 -t UTF-8 {path} > "
-                        f"{path.stem}-utf8{path.suffix}")
+    wide = _wide_encoding(raw, guess=errors == "strict") if offset == 0 else None
+    if wide is not None:
+        out = shlex.quote(str(path.with_name(f"{path.stem}-utf8{path.suffix}")))
+        raise DataError(f"{path} is {wide} text; tinygpt reads UTF-8",
+                        hint=f"convert it first: iconv -f {wide} -t UTF-8 "
+                        f"{shlex.quote(str(path))} > {out}")
     nul = raw.find(b"\x00")
     if nul >= 0 and errors == "strict":
         raise DataError(f"{path} looks binary: a NUL byte at offset {offset + nul}",
                         hint="pass a text file, or --errors replace to read it anyway")
 
 
-def _looks_utf16(raw: bytes) -> bool:
-    """A UTF-16 byte-order mark, or (without one) ASCII-range text with every other byte NUL."""
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return True
+def _wide_encoding(raw: bytes, guess: bool) -> str | None:
+    """The encoding of a file in UTF-32 or UTF-16, by its byte-order mark; with `guess`, also
+    text without one: every other byte NUL, the others almost never (plain-ASCII UTF-16)."""
+    for mark, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if raw.startswith(mark):
+            return name
     head = raw[:4096]
-    if len(head) < 16:
-        return False
+    if not guess or len(head) < 16:
+        return None
     even, odd = head[0::2], head[1::2]
-    return even.count(0) > 0.9 * len(even) or odd.count(0) > 0.9 * len(odd)
+    for zeros, text, name in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
+        if zeros.count(0) > 0.9 * len(zeros) and text.count(0) < 0.1 * len(text):
+            return name
+    return None
 
 
 def iter_text_chunks(path: Path, errors: str = "strict",
@@ -356,7 +366,7 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
         if where == source:
             raise DataError(f"could not read {source}: {reason}") from None
         raise DataError(f"could not write the token cache at {where}: {reason}",
-                        hint="free some disk space, or pass --cache-dir to another location"
+                        hint=write_hint(exc, "pass --cache-dir to another location")
                         ) from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -67,8 +67,9 @@ def terminate_like_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler set from C, which Python cannot put back; leave ours then
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:

@@ -372,8 +372,9 @@ def encode_file(path: Path, vocab) -> Split:
 
     try:
         check_source(path)  # a missing file, a folder, a FIFO or device (never opened)
-    except DataError as exc:
-        raise DataError(f"--data {exc.message}", hint=exc.hint) from None
+    except DataError as exc:  # (its hint is about tokenize's default corpus: not eval's)
+        raise DataError(f"--data {exc.message}",
+                        hint="leave --data out to score the checkpoint's own corpus") from None
     pieces, nbytes = [], 0
     try:
         # chunks end where tiktoken never joins tokens, so this equals encoding the whole text

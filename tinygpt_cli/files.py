@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -15,3 +16,13 @@ def permit_like_a_new_file(fd: int) -> None:
     """mkstemp creates 0600 files; give a file renamed into place the mode `open` would have."""
     if hasattr(os, "fchmod"):
         os.fchmod(fd, 0o666 & ~umask())
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room: the disk, a quota, a size limit
+
+
+def write_hint(exc: OSError, elsewhere: str) -> str:
+    """What to do about a failed write: make room when there was none, else go `elsewhere`."""
+    if exc.errno in FULL:
+        return f"free some disk space, or {elsewhere}"
+    return elsewhere[0].upper() + elsewhere[1:]

@@ -8,11 +8,11 @@ training loss since the last one), and {"type": "sample", "step", "text"} for --
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,9 +42,11 @@ class MetricsWriter:
     """
 
     def __init__(self, path: Path, resume_step: int | None = None,
-                 evaluated_step: int | None = None, enabled: bool = True) -> None:
+                 evaluated_step: int | None = None, enabled: bool = True,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.path, self.enabled = path, enabled
         self.resume_step, self.evaluated_step = resume_step, evaluated_step
+        self.notify = notify or (lambda message: None)
         self._file = None
 
     def _kept_lines(self) -> list[str]:
@@ -68,38 +70,53 @@ class MetricsWriter:
     def __enter__(self) -> MetricsWriter:
         if self.enabled:
             kept = self._kept_lines()
-            with self._write_error():
+            tmp = None
+            try:
                 # the kept records go into a new file that replaces the old in one rename, so a
                 # crash here never leaves the run without the records it had
                 fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                            suffix=".tmp")
-                try:
-                    permit_like_a_new_file(fd)
-                    with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        f.writelines(kept)
-                    os.replace(tmp, self.path)
-                except BaseException:
+                permit_like_a_new_file(fd)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.writelines(kept)
+                os.replace(tmp, self.path)
+                # unbuffered: each record is one write, and a failed one leaves nothing queued
+                self._file = open(self.path, "ab", buffering=0)
+            except OSError as exc:
+                if tmp is not None:
                     Path(tmp).unlink(missing_ok=True)
-                    raise
-                self._file = open(self.path, "a", encoding="utf-8")
+                self._give_up(exc)
+            except BaseException:
+                if tmp is not None:
+                    Path(tmp).unlink(missing_ok=True)
+                raise
         return self
 
     def write(self, record: dict) -> None:
-        if self._file is not None:
-            with self._write_error():
-                self._file.write(json.dumps(record) + "\n")
-                self._file.flush()
-
-    @contextmanager
-    def _write_error(self) -> Iterator[None]:
-        """A failed write (a full disk) ends the run with one line; the reader skips a record
-        cut off part way, and the checkpoints already saved stay as they are."""
+        if self._file is None:
+            return
+        end = self._file.tell()
+        line = memoryview((json.dumps(record) + "\n").encode("utf-8"))
         try:
-            yield
+            while line:
+                line = line[self._file.write(line):]
         except OSError as exc:
-            raise TinyGPTError(f"could not write the metrics file {self.path}: "
-                               f"{exc.strerror or exc}", hint="free some disk space, or pass "
-                               "--out to another location") from None
+            # no record cut in half: back to the last whole line, freeing what was written (if
+            # that fails too, the reader skips a cut-off last line anyway)
+            with contextlib.suppress(OSError):
+                self._file.truncate(end)
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        """A failed write (a full disk): the run goes on without its metrics, which are only a
+        record of it, and says so once; a save that fails for the same reason stops the run,
+        with one line, in every process together."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        self._file = None
+        self.notify(f"could not write the metrics file {self.path}: {exc.strerror or exc}; "
+                    "this run's losses are no longer recorded there")
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import TinyGPTError, UsageError
-from .files import permit_like_a_new_file
+from .files import permit_like_a_new_file, write_hint
 from .metrics import METRICS_SUFFIX, Metrics, RunError, read_metrics
 
 PLOT_EXTRA = "pip install 'tinygpt[plot]'"
@@ -318,7 +318,7 @@ def write_png(runs: Sequence[Run | Path | str], output: Path) -> Path:
     except OSError as exc:  # a full disk, say: one line, and the old image (if any) kept
         Path(tmp).unlink(missing_ok=True)
         raise TinyGPTError(f"could not write {output}: {exc.strerror or exc}",
-                           hint="free some disk space, or choose another --output") from None
+                           hint=write_hint(exc, "choose another --output")) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -332,17 +332,19 @@ IMAGE_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "pdf": (b"%PDF-",), "svg": (b"<?x
 def _check_replaceable(output: Path, fmt: str) -> None:
     """Refuse to write the image over anything but an image of its format (an earlier plot):
     `-o notes.png` on a file that is really a text, a checkpoint or a folder is refused."""
+    if not os.path.lexists(output):
+        return
+    if os.path.isdir(output):
+        raise UsageError(f"--output {output} is a folder", hint="give a file name, e.g. plot.png")
+    if not os.path.isfile(output):  # a FIFO would block the open below forever
+        raise UsageError(f"--output {output} exists and is not a regular file",
+                         hint="choose another --output")
     try:
         with open(output, "rb") as f:
             head = f.read(16)
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise UsageError(f"--output {output} is a folder",
-                         hint="give a file name, e.g. plot.png") from None
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-    if not output.is_file() or head and not head.startswith(IMAGE_MAGIC.get(fmt, (head,))):
+    if head and not head.startswith(IMAGE_MAGIC.get(fmt, (head,))):
         raise UsageError(f"--output {output} exists and is not a .{fmt} image; tinygpt replaces "
                          "only an image it could have written", hint="move it away, or choose "
                          "another --output")

@@ -124,7 +124,8 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: set from C, and Python cannot put it back
+                signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is not None:

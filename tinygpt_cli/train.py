@@ -10,6 +10,7 @@ run executes is `runtime.py`'s, what a checkpoint holds `runstate.py`'s, the met
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -67,7 +68,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def check_writable(path: Path) -> None:
     """Fail before training, not after 500 steps, if the checkpoint cannot be written."""
-    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    # os.path's tests answer False where a parent cannot be searched, instead of raising
+    blocking = next((p for p in reversed(path.parents)
+                     if os.path.lexists(p) and not os.path.isdir(p)), None)
     if blocking is not None:
         raise UsageError(f"cannot write the checkpoint {path}: {blocking} is a file, not a "
                          "folder", hint="pass --out to a path in a folder")
@@ -236,11 +239,13 @@ class Trainer:
         have = memory_bytes(self.device)
         if have and need > have:
             raise UsageError(
-                f"this run needs about {need / 2**30:,.1f} GiB (an estimate of the weights, "
+                f"this run needs {'about' if counted else 'at least'} {need / 2**30:,.1f} GiB "
+                "(an estimate of the weights, "
                 f"gradients, AdamW's state and one batch's activations for d_model {c.d_model}, "
                 f"{c.num_blocks} blocks, context {c.context_length}, batch "
                 f"{self.cfg.batch_size}, "
-                + (f"vocabulary {c.vocab_size:,}" if counted else "before the vocabulary")
+                + (f"vocabulary {c.vocab_size:,}" if counted else "before counting the "
+                   "vocabulary")
                 + "); this machine has "
                 f"{have / 2**30:,.1f} GiB", hint="lower --batch-size, --context-length, "
                 "--d-model or --num-blocks")
@@ -405,7 +410,8 @@ class Trainer:
         yield from self._drain_notices()
         metrics = MetricsWriter(ckpt.related_path(self.out, "metrics"),
                                 resume_step=self.step if self.request.resume else None,
-                                evaluated_step=self.progress.evaluated_step, enabled=self.dist.main)
+                                evaluated_step=self.progress.evaluated_step, enabled=self.dist.main,
+                                notify=self.notices.append)
         started = time.perf_counter()
         train_time, train_tokens = 0.0, 0  # the whole run's, for the summary
         # the recent rate the live table shows: since the last log record, since the last
@@ -484,6 +490,7 @@ class Trainer:
             self.save(self.out)
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
             self.dist.barrier()  # nor before every other has left the last collective
+        yield from self._drain_notices()
         tps = train_tokens / train_time if train_time else 0.0
         progress = self.progress
         final = progress.last_losses or (None, None)
