@@ -4,6 +4,7 @@ whose cache exists, whole process, alternating between checkouts, median of --re
     git worktree add /tmp/tinygpt-base b2ffe39
     python benchmarks/cache_hit_bench.py /tmp/tinygpt-base .              # the bundled corpus
     python benchmarks/cache_hit_bench.py /tmp/tinygpt-base . --mb 1000    # a 1 GB corpus
+    python benchmarks/cache_hit_bench.py /tmp/tinygpt-base . --mb 40 --miss  # a full build
 
 Each checkout gets its own cache folder, built once first (untimed). A hit hashes the source
 (sha256, both versions); the new code also hashes every cache file against the checksums
@@ -26,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def tokenize(checkout: Path, corpus: Path, cache: Path) -> float:
+def tokenize(checkout: Path, corpus: Path, cache: Path, *extra: str) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tinygpt_cli", "tokenize", str(corpus), "--cache-dir",
-                    str(cache)], cwd=checkout, env=env, check=True, capture_output=True)
+                    str(cache), *extra], cwd=checkout, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("checkouts", nargs="+", type=Path)
     parser.add_argument("--mb", type=float, default=0, help="corpus size; 0: the bundled one")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--miss", action="store_true",
+                        help="time a full build (--force) instead of a hit")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tinygpt-cachehit-"))
     try:
@@ -55,11 +58,13 @@ def main() -> None:
         times: list[list[float]] = [[] for _ in args.checkouts]
         for _ in range(args.repeats):
             for i, (checkout, cache) in enumerate(zip(args.checkouts, caches, strict=True)):
-                times[i].append(tokenize(checkout.resolve(), corpus, cache))
+                extra = ("--force",) if args.miss else ()
+                times[i].append(tokenize(checkout.resolve(), corpus, cache, *extra))
         size = corpus.stat().st_size
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"cache hit of a {size / 1e6:,.1f} MB corpus, whole `tinygpt tokenize`, "
+    what = "full build (--force)" if args.miss else "cache hit"
+    print(f"{what} of a {size / 1e6:,.1f} MB corpus, whole `tinygpt tokenize`, "
           f"median of {args.repeats}:")
     for checkout, runs in zip(args.checkouts, times, strict=True):
         print(f"{str(checkout):32} {statistics.median(runs):7.3f} s  "

@@ -32,7 +32,9 @@ from .tokenizer import COMPACT, DEFAULT_ENCODING, FULL, Vocabulary, get_encoding
 
 FORMAT_VERSION = 1
 CACHE_ENV = "TINYGPT_CACHE_DIR"
-CHUNK_BYTES = 4 << 20  # text per tokenizer task; peak memory scales with this, not the corpus
+CHUNK_BYTES = 1 << 20  # text per tokenizer task; peak memory and the wait after Ctrl-C scale
+# with this, not with the corpus (4 MiB tokenized no faster, and took 1.2 s to stop; figures:
+# benchmarks/README.md)
 _BOM = b"\xef\xbb\xbf"
 # Cut chunks only after a newline that starts a non-space character: tiktoken's pre-tokenizer
 # never joins across such a point, so chunked tokenization equals tokenizing the whole text.
@@ -400,13 +402,19 @@ def _tokenize_to_file(source: Path, settings: TokenizeSettings, encoding, raw_pa
             if progress:
                 progress(done, total)
 
-    with ThreadPoolExecutor(threads) as pool, open(raw_path, "wb") as out:
-        for text, nbytes in pieces:
-            characters += len(text)
-            printable = printable or not text.isspace() and bool(text)
-            pending.append((pool.submit(encoding.encode_ordinary, text), nbytes))
-            drain(out, keep=2 * threads)  # bounded in flight: memory scales with chunk size
-        drain(out, keep=0)
+    pool = ThreadPoolExecutor(threads)
+    try:
+        with open(raw_path, "wb") as out:
+            for text, nbytes in pieces:
+                characters += len(text)
+                printable = printable or not text.isspace() and bool(text)
+                pending.append((pool.submit(encoding.encode_ordinary, text), nbytes))
+                drain(out, keep=2 * threads)  # bounded in flight: memory scales with chunk size
+            drain(out, keep=0)
+    except BaseException:  # Ctrl-C, say: drop the chunks not started instead of encoding them
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     if not printable:
         raise DataError(f"{source} has no text to train on (it is empty or only whitespace)")
     return {"counts": counts, "characters": characters}
