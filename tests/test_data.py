@@ -182,7 +182,7 @@ def test_text_after_nul_padding_is_binary_not_utf16_and_replace_reads_it(tmp_pat
     """NUL bytes on both halves are not UTF-16 (whose text half is never NUL): strict calls it
     binary, and --errors replace reads the text after it, as before UTF-16 was recognised."""
     path = tmp_path / "padded.txt"
-    path.write_bytes(b"\x00" * 8192 + "text after padding\n".encode() * 20)
+    path.write_bytes(b"\x00" * 8192 + b"text after padding\n" * 20)
     with pytest.raises(DataError, match=r"looks binary: a NUL byte at offset 0"):
         prepare(path, cache_root=cache_root)
     cache = prepare(path, TokenizeSettings(errors="replace"), cache_root=cache_root)
