@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinygpt_cli.config import PER_INVOCATION, TrainConfig, merge_settings
+import pytest
+
+from tinygpt_cli.config import (
+    PER_INVOCATION,
+    TrainConfig,
+    merge_settings,
+    parse_duration,
+    read_toml,
+)
+from tinygpt_cli.errors import ConfigError, UsageError
 
 RESUMED = {
     "model_config": {"vocab_size": 99, "d_model": 32, "num_blocks": 2, "num_heads": 4,
@@ -66,3 +75,29 @@ def test_a_resumed_runs_corpus_is_found_where_it_still_is(tmp_path):
     corpus.write_text("text")
     resumed = {**RESUMED, "data": {**RESUMED["data"], "path": str(corpus)}}
     assert merge_settings(resumed=resumed).data == corpus
+
+
+@pytest.mark.parametrize("given, seconds", [
+    ("90", 90.0), ("0.5", 0.5), ("90s", 90.0), ("10m", 600.0), ("1h", 3600.0),
+    ("1.5h", 5400.0), ("1h30m", 5400.0), ("2m 30s", 150.0), ("10M", 600.0), (45, 45.0),
+    (2.5, 2.5)])
+def test_max_time_takes_seconds_or_a_duration(given, seconds):
+    assert parse_duration(given) == seconds
+
+
+@pytest.mark.parametrize("given, says", [
+    ("ten minutes", "must be a duration such as 90s, 10m or 1h"), ("5x", "must be a duration"),
+    ("10m extra", "must be a duration"), ("inf", "must be a finite number"),
+    ("nan", "must be a finite number"), (True, "must be a duration")])
+def test_a_max_time_that_is_no_duration_is_refused(given, says):
+    with pytest.raises(ConfigError, match=says):
+        parse_duration(given)
+
+
+def test_a_toml_max_time_may_be_a_duration(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('max_time = "2m"\n')
+    assert read_toml(path) == {"max_time": 120.0}
+    path.write_text('max_time = "soon"\n')
+    with pytest.raises(UsageError, match=r"--config .*run.toml: max_time must be a duration"):
+        read_toml(path)

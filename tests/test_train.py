@@ -371,6 +371,47 @@ def test_max_time_stops_early_and_saves(token_cache, tmp_path):
     assert ckpt.load(out)["step"] == done.steps
 
 
+def test_plan_steps_spends_the_time_left_and_keeps_the_end():
+    plan = dict(step=100, max_iters=10**6, seconds_left=100.0, step_seconds=0.5,
+                eval_seconds=2.0, eval_interval=10, finish_seconds=3.0)
+    # each step 0.5 s plus a tenth of a 2 s evaluation; 3 s kept for the last evaluation + save
+    assert train_mod.plan_steps(**plan) == 100 + int(97 / 0.7)
+    assert train_mod.plan_steps(**{**plan, "max_iters": 150}) == 150  # never past --max-iters
+    assert train_mod.plan_steps(**{**plan, "seconds_left": 1.0}) == 101  # always one more step
+
+
+def test_a_time_budget_plans_the_schedule_to_end_at_min_lr_inside_it(token_cache, tmp_path):
+    """With a fake clock (a step costs 1 s, an evaluation 2 s, a save 0.5 s) and --max-time
+    100 s: the cosine schedule is planned over the steps the budget allows, so the learning rate
+    is at --min-lr when the run ends, and the last evaluation and save end inside the budget."""
+    now = [0.0]
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=100_000,
+                           eval_interval=10, max_time=100.0, lr_schedule="cosine",
+                           learning_rate=1e-3, min_lr=1e-4)
+    trainer.clock = lambda: now[0]
+    step, evaluate, save = trainer.train_step, trainer.evaluate, trainer.save
+
+    def slow(function, seconds):
+        def wrapped(*args, **kwargs):
+            now[0] += seconds
+            return function(*args, **kwargs)
+        return wrapped
+
+    trainer.train_step = slow(step, 1.0)
+    trainer.evaluate = slow(evaluate, 2.0)
+    trainer.save = slow(save, 0.5)
+    events = run_all(trainer)
+    done = of(events, RunDone)[0]
+    assert done.reason == "max_time"
+    assert 95.0 <= now[0] <= 100.0  # the budget used, the end (evaluation and save) inside it
+    last = of(events, EvalDone)[-1]
+    assert last.step == done.steps - 1  # the last step was evaluated
+    assert last.lr == pytest.approx(lr_at(last.step, trainer.cfg, done.steps))
+    assert last.lr < 1.01e-4  # the decay reached --min-lr at the end, not cut off halfway
+    first = of(events, EvalDone)[1]
+    assert first.lr > 8e-4  # and did not rush: early on it was near the full rate
+
+
 def test_a_signal_stops_after_the_current_step_and_saves(token_cache, tmp_path):
     out = tmp_path / "model.ckpt"
     trainer = make_trainer(token_cache, out, max_iters=1_000, log_interval=1)

@@ -7,6 +7,7 @@ and the fix, so a user corrects a bad command line in one go.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -182,6 +183,34 @@ def preset(name: str) -> dict[str, object]:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+# --- durations -----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|m|s)", re.IGNORECASE)
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: str | float | int, option: str = "--max-time") -> float:
+    """Seconds from a number (seconds) or a duration: 90s, 10m, 1.5h, 1h30m. Raises
+    ConfigError naming `option` for anything else (non-finite numbers included)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{option} must be a duration such as 90s, 10m or 1h (got {value!r})")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        try:
+            seconds = float(text)  # plain seconds, as before: "90", "0.5", "inf" (refused below)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or _DURATION.sub("", text).strip():
+                raise ConfigError(f"{option} must be a duration such as 90s, 10m or 1h, or a "
+                                  f"number of seconds (got {value!r})") from None
+            seconds = sum(float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in parts)
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{option} must be a finite number (got {seconds})")
+    return seconds
+
+
 # --- the settings of a training run -------------------------------------------------------------
 
 # What describes this machine or this invocation, never taken from a resumed run's checkpoint.
@@ -254,6 +283,11 @@ def read_toml(path: Path) -> dict:
         raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
     known = MODEL_FIELDS | TRAIN_FIELDS
     values = {key.replace("-", "_"): value for key, value in raw.items()}
+    if isinstance(values.get("max_time"), str):  # max_time = "10m", as on the command line
+        try:
+            values["max_time"] = parse_duration(values["max_time"], "max_time")
+        except ConfigError as exc:
+            raise UsageError(f"--config {path}: {exc.message}") from None
     unknown = sorted(set(values) - known)
     if unknown:
         raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}",

@@ -50,15 +50,29 @@ from .runtime import (
 )
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
+FIRST_PLAN_AFTER = 10  # steps into a timed run: its first measured plan of the schedule
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at `step`: linear warmup, then constant, cosine or linear decay to min_lr."""
+def plan_steps(*, step: int, max_iters: int, seconds_left: float, step_seconds: float,
+               eval_seconds: float, eval_interval: int, finish_seconds: float) -> int:
+    """The step a --max-time run can reach in `seconds_left`: each step costs `step_seconds`
+    plus its share of the evaluations, and `finish_seconds` (the last evaluation and save) are
+    kept for the end. Never beyond --max-iters, never before the next step."""
+    per_step = step_seconds + eval_seconds / eval_interval
+    affordable = step + int(max(0.0, seconds_left - finish_seconds) / per_step) \
+        if per_step > 0 else max_iters
+    return max(step + 1, min(max_iters, affordable))
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int | None = None) -> float:
+    """Learning rate at `step`: linear warmup, then constant, cosine or linear decay to min_lr
+    at `total` steps (default --max-iters; a --max-time budget plans its own, `plan_steps`)."""
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
     if cfg.lr_schedule == "constant":
         return cfg.learning_rate
-    progress = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    total = cfg.max_iters if total is None else total
+    progress = min(1.0, (step - cfg.warmup_iters) / max(1, total - cfg.warmup_iters))
     if cfg.lr_schedule == "cosine":
         scale = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
@@ -133,6 +147,9 @@ class Trainer:
                                       overwrite=request.overwrite)
             ckpt.remove_stale_temporaries(self.out)
         self.notices: list[str] = []
+        self.clock = time.perf_counter  # what a run's times are read from (a test fakes it)
+        self.eval_seconds = self.save_seconds = 0.0  # the last evaluation's and save's
+        self.total = self.cfg.max_iters
         self.saver = _saver(self.fast)
         self._saving: list[tuple[Future | None, list[CheckpointSaved]]] = []  # not yet reported
         self.dist.init(self.device)
@@ -347,7 +364,11 @@ class Trainer:
         # every rank checks (DDP keeps the weights identical) so that all stop together
         if not ckpt.all_finite(state["model_state_dict"]):
             raise self._diverged(f"the weights are no longer finite at step {self.step}")
+        t0 = self.clock()
         future = self.saver.save(state, *paths) if self.dist.main else None
+        if future is not None:  # how long a save takes, written (for a --max-time run's end)
+            future.add_done_callback(lambda _, t0=t0: setattr(self, "save_seconds",
+                                                              self.clock() - t0))
         self.last_good = Path(paths[-1])
         best = ckpt.related_path(self.out, "best")
         self._saving.append((future, [CheckpointSaved(p, self.step, p == best) for p in paths]))
@@ -412,7 +433,11 @@ class Trainer:
                                 resume_step=self.step if self.request.resume else None,
                                 evaluated_step=self.progress.evaluated_step, enabled=self.dist.main,
                                 notify=self.notices.append)
-        started = time.perf_counter()
+        started = self.clock()
+        first_step = self.step
+        # the steps the schedule spans: --max-iters, or what a --max-time budget allows, planned
+        # from measured times after a few steps and again at every evaluation
+        self.total = cfg.max_iters
         train_time, train_tokens = 0.0, 0  # the whole run's, for the summary
         # the recent rate the live table shows: since the last log record, since the last
         # evaluation (an average since the start lags the real rate for much of a run)
@@ -424,10 +449,12 @@ class Trainer:
         self.model.train()
         # whatever ends the loop (an error, a second Ctrl-C), the saves already made reach the disk
         with StopSignals() as stop, metrics, closing(self.saver):
-            while self.step < cfg.max_iters:
-                step, lr = self.step, lr_at(self.step, cfg)
+            while self.step < self.total:
+                step, lr = self.step, lr_at(self.step, cfg, self.total)
                 tps = eval_tokens / eval_time if eval_time else 0.0
-                if (step % cfg.eval_interval == 0 or step == cfg.max_iters - 1) \
+                if cfg.max_time > 0 and step == first_step + FIRST_PLAN_AFTER:
+                    self._plan(started, train_time / (step - first_step))
+                if (step % cfg.eval_interval == 0 or step == self.total - 1) \
                         and step != self.progress.evaluated_step:
                     eval_time, eval_tokens = 0.0, 0
                     finished = yield from self._evaluate(step, lr, tps, peak, flops_per_token,
@@ -436,7 +463,10 @@ class Trainer:
                     if not finished:  # a signal during the evaluation: save this step, leave
                         reason, signum = "interrupted", stop.signum
                         break
-                t0 = time.perf_counter()
+                    if cfg.max_time > 0 and first_step < step < self.total - 1:  # not the last
+                        self._plan(started, train_time / (step - first_step))
+                        lr = lr_at(step, cfg, self.total)
+                t0 = self.clock()
                 loss = self.train_step(lr)
                 # one sync per step: the loss decides whether this update may be applied, and
                 # under DDP every rank must agree on that and on stopping
@@ -462,7 +492,7 @@ class Trainer:
                         yield from self._settle_saves()  # the last good checkpoint, on disk
                         raise self._diverged(f"{bad_steps} non-finite losses in a row at step "
                                              f"{step}")
-                seconds = time.perf_counter() - t0  # .tolist() above waited for the step
+                seconds = self.clock() - t0  # .tolist() above waited for the step
                 train_time, log_time, eval_time = (train_time + seconds, log_time + seconds,
                                                    eval_time + seconds)
                 train_tokens += tokens_per_step
@@ -471,7 +501,7 @@ class Trainer:
                 self.progress.step += 1
                 if self.step % cfg.log_interval == 0 and window_losses:
                     event = StepDone(step, sum(window_losses) / len(window_losses), lr,
-                                     log_tokens / log_time, time.perf_counter() - started)
+                                     log_tokens / log_time, self.clock() - started)
                     log_time, log_tokens = 0.0, 0
                     metrics.write({"type": "train", **record(event)})
                     window_losses.clear()
@@ -491,21 +521,25 @@ class Trainer:
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
             self.dist.barrier()  # nor before every other has left the last collective
         yield from self._drain_notices()
+        if reason == "finished" and self.step < cfg.max_iters:  # the budget's planned end
+            reason = "max_time"
         tps = train_tokens / train_time if train_time else 0.0
         progress = self.progress
         final = progress.last_losses or (None, None)
         mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak else None
         yield RunDone(reason, self.step, final[0], final[1], progress.best_valid,
-                      progress.best_step, time.perf_counter() - started, tps, mfu, self.out,
+                      progress.best_step, self.clock() - started, tps, mfu, self.out,
                       signum, final_step=progress.evaluated_step if progress.last_losses
                       else None)
 
     def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics,
                   stop) -> Iterator[Event]:
         """Evaluate, record and save; returns False when a signal stopped the evaluation."""
+        t0 = self.clock()
         losses = self.evaluate(stop)
         if losses is None:
             return False
+        self.eval_seconds = self.clock() - t0
         train_loss, valid_loss = losses
         progress = self.progress
         progress.last_losses, progress.evaluated_step = (train_loss, valid_loss), step
@@ -515,7 +549,7 @@ class Trainer:
             progress.best_valid, progress.best_step = valid_loss, step
         mfu = flops_per_token * tps / (peak * self.dist.world_size) if peak and tps else None
         event = EvalDone(step, train_loss, valid_loss, is_best, lr, tps, mfu,
-                         time.perf_counter() - started)
+                         self.clock() - started)
         metrics.write({"type": "eval", **record(event)})
         yield event
         yield from self._settle_saves()  # the last evaluation's save, before this one starts
@@ -542,7 +576,26 @@ class Trainer:
         return Sample(step, prompt, vocab.decode(ids))
 
     def _out_of_time(self, started: float) -> bool:
-        return self.cfg.max_time > 0 and time.perf_counter() - started > self.cfg.max_time
+        """Past the point where the last evaluation and save would overrun --max-time."""
+        return self.cfg.max_time > 0 and \
+            self.clock() - started + self._finish_seconds() > self.cfg.max_time
+
+    def _finish_seconds(self) -> float:
+        """What the end of a run costs: its last evaluation and its last save, as measured."""
+        return self.eval_seconds + self.save_seconds
+
+    def _plan(self, started: float, step_seconds: float) -> None:
+        """Plan the schedule's length from the times measured so far; every process takes
+        the first process's plan (their learning rates must agree)."""
+        total = plan_steps(step=self.step, max_iters=self.cfg.max_iters,
+                           seconds_left=self.cfg.max_time - (self.clock() - started),
+                           step_seconds=step_seconds, eval_seconds=self.eval_seconds,
+                           eval_interval=self.cfg.eval_interval,
+                           finish_seconds=self._finish_seconds())
+        if self.dist.enabled:
+            mine = torch.tensor(float(total if self.dist.main else 0), device=self.device)
+            total = int(self.dist.all_max(mine).item())
+        self.total = total
 
     def _drain_notices(self) -> Iterator[Notice]:
         while self.notices:

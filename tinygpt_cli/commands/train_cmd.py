@@ -71,8 +71,11 @@ def train(
     ] = None,
     min_lr: Annotated[float | None, _opt("0", "Learning rate at the end of a decay.", MORE)
     ] = None,
-    max_time: Annotated[float | None, _opt("0 (off)", "Stop and save after this many seconds.",
-                                           MORE)] = None,
+    max_time: Annotated[str | None, _opt(
+        "0 (off)", "Stop and save after this long: seconds, or a duration such as 90s, 10m, "
+        "1h30m. A decaying --lr-schedule is planned over the steps that fit (from measured "
+        "step and evaluation times), so it reaches --min-lr at the end, and the last "
+        "evaluation and save fit inside.", MORE, metavar="DURATION")] = None,
     preset: Annotated[str | None, typer.Option(
         help=f"Named settings: {', '.join(PRESETS)} (book: the chapter's defaults; gpt2-small: "
         "d_model 768, 12 blocks, 12 heads, context 1024).", rich_help_panel=MORE,
@@ -140,12 +143,14 @@ def _run(cli_values: dict) -> None:
     with importing_torch():
         from .. import ui
         from ..checkpoint import saved_run
-        from ..config import merge_settings, read_toml
+        from ..config import merge_settings, parse_duration, read_toml
         from ..data import TokenizeSettings
         from ..tokenizer import FULL
         from ..train import Trainer, TrainRequest
 
     command_line = dict(cli_values)
+    if "max_time" in command_line:
+        command_line["max_time"] = parse_duration(command_line["max_time"])
     if command_line.pop("full_vocab"):
         command_line["vocab_mode"] = FULL
     settings = merge_settings(
