@@ -71,6 +71,8 @@ def main() -> None:
         runs: list[list[tuple[float, float]]] = [[] for _ in checkouts]
         for _ in range(args.repeats):
             for i, checkout in enumerate(checkouts):
+                # a fresh folder each round: a run refuses to replace another run's checkpoint
+                shutil.rmtree(work / f"v{i}", ignore_errors=True)
                 runs[i].append(train(checkout, work / f"v{i}" / "model.ckpt", own[i] + extra,
                                      env))
     finally:

@@ -50,6 +50,7 @@ def baseline(args, work: Path, env) -> dict:
 
 def tinygpt(args, work: Path, env) -> dict:
     out = work / "tiny" / "model.ckpt"
+    shutil.rmtree(out.parent, ignore_errors=True)  # a run refuses to replace another run's
     seconds, rss, _ = run([sys.executable, "-m", "tinygpt_cli", "train", "--data",
                            str(args.data), "--out", str(out), "--max-iters",
                            str(args.max_iters), *args.extra], env)
