@@ -114,9 +114,12 @@ def test_config_file_sets_options_and_the_command_line_wins(corpus, tmp_path):
 def test_max_time_stops_early_with_a_checkpoint(corpus, tmp_path):
     out = tmp_path / "model.ckpt"
     result = train(corpus, out, "--max-iters", "1000000", "--eval-interval", "100000",
-                   "--max-time", "0.5")
+                   "--max-time", "1s")  # a duration
     assert "Stopped at --max-time" in result.stderr
-    assert 0 < ckpt.load(out)["step"] < 1_000_000
+    state = ckpt.load(out)
+    assert 0 < state["step"] < 1_000_000
+    # the run's length was planned: its last step was evaluated, inside the second
+    assert state["evaluated_step"] == state["step"] - 1
 
 
 def test_divergence_is_an_error_and_keeps_the_last_checkpoint(corpus, tmp_path, monkeypatch):

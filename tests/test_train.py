@@ -372,24 +372,29 @@ def test_max_time_stops_early_and_saves(token_cache, tmp_path):
 
 
 def test_plan_steps_spends_the_time_left_and_keeps_the_end():
-    plan = dict(step=100, max_iters=10**6, seconds_left=100.0, step_seconds=0.5,
-                eval_seconds=2.0, eval_interval=10, finish_seconds=3.0)
-    # each step 0.5 s plus a tenth of a 2 s evaluation; 3 s kept for the last evaluation + save
-    assert train_mod.plan_steps(**plan) == 100 + int(97 / 0.7)
+    plan = dict(step=100, max_iters=10**6, seconds_left=100.0, step_seconds=0.7,
+                finish_seconds=3.0)
+    assert train_mod.plan_steps(**plan) == 100 + int(97 / 0.7)  # 3 s kept for the end
     assert train_mod.plan_steps(**{**plan, "max_iters": 150}) == 150  # never past --max-iters
     assert train_mod.plan_steps(**{**plan, "seconds_left": 1.0}) == 101  # always one more step
 
 
-def test_a_time_budget_plans_the_schedule_to_end_at_min_lr_inside_it(token_cache, tmp_path):
-    """With a fake clock (a step costs 1 s, an evaluation 2 s, a save 0.5 s) and --max-time
-    100 s: the cosine schedule is planned over the steps the budget allows, so the learning rate
-    is at --min-lr when the run ends, and the last evaluation and save end inside the budget."""
+def budget_run(token_cache, out, *, first_step_seconds=1.0, save_seconds=0.5):
+    """A --max-time 100 s run on a fake clock: a step costs 1 s (the first one
+    `first_step_seconds`, as a compiling or warming-up step does), an evaluation 2 s, a
+    checkpoint write `save_seconds`. Returns (events, the clock at the end, the trainer)."""
     now = [0.0]
-    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=100_000,
-                           eval_interval=10, max_time=100.0, lr_schedule="cosine",
-                           learning_rate=1e-3, min_lr=1e-4)
+    trainer = make_trainer(token_cache, out, max_iters=100_000, eval_interval=10,
+                           max_time=100.0, lr_schedule="cosine", learning_rate=1e-3,
+                           min_lr=1e-4, fast=False)  # the saver writes on this thread
     trainer.clock = lambda: now[0]
-    step, evaluate, save = trainer.train_step, trainer.evaluate, trainer.save
+    step, evaluate, save = trainer.train_step, trainer.evaluate, trainer.saver.save
+    steps = [0]
+
+    def train_step(*args, **kwargs):
+        steps[0] += 1
+        now[0] += first_step_seconds if steps[0] == 1 else 1.0
+        return step(*args, **kwargs)
 
     def slow(function, seconds):
         def wrapped(*args, **kwargs):
@@ -397,19 +402,35 @@ def test_a_time_budget_plans_the_schedule_to_end_at_min_lr_inside_it(token_cache
             return function(*args, **kwargs)
         return wrapped
 
-    trainer.train_step = slow(step, 1.0)
+    trainer.train_step = train_step
     trainer.evaluate = slow(evaluate, 2.0)
-    trainer.save = slow(save, 0.5)
-    events = run_all(trainer)
+    trainer.saver.save = slow(save, save_seconds)
+    return run_all(trainer), now[0], trainer
+
+
+@pytest.mark.parametrize("first_step_seconds, save_seconds", [(1.0, 0.5), (30.0, 0.5),
+                                                              (1.0, 5.0)])
+def test_a_time_budget_plans_the_schedule_to_end_at_min_lr_inside_it(token_cache, tmp_path,
+                                                                     first_step_seconds,
+                                                                     save_seconds):
+    """The cosine schedule is planned over the steps the budget allows (a slow first step, or
+    slow saves, included), so the learning rate is at --min-lr when the run ends, it never rises
+    on the way, and the last evaluation and save end inside the budget, using most of it."""
+    events, end, trainer = budget_run(token_cache, tmp_path / "model.ckpt",
+                                      first_step_seconds=first_step_seconds,
+                                      save_seconds=save_seconds)
     done = of(events, RunDone)[0]
     assert done.reason == "max_time"
-    assert 95.0 <= now[0] <= 100.0  # the budget used, the end (evaluation and save) inside it
-    last = of(events, EvalDone)[-1]
-    assert last.step == done.steps - 1  # the last step was evaluated
-    assert last.lr == pytest.approx(lr_at(last.step, trainer.cfg, done.steps))
-    assert last.lr < 1.01e-4  # the decay reached --min-lr at the end, not cut off halfway
-    first = of(events, EvalDone)[1]
-    assert first.lr > 8e-4  # and did not rush: early on it was near the full rate
+    assert 90.0 <= end <= 100.0, end
+    evals = of(events, EvalDone)
+    assert evals[-1].step == done.steps - 1  # the last step was evaluated
+    # the decay reached --min-lr at the end (one step short of it: the last evaluation comes
+    # before the last step), not cut off halfway
+    assert evals[-1].lr == pytest.approx(lr_at(done.steps - 1, trainer.cfg, done.steps))
+    assert evals[-1].lr < 1.05e-4
+    rates = [e.lr for e in evals]
+    assert rates == sorted(rates, reverse=True)  # never up again once planned
+    assert rates[1] > 5e-4  # and it did not rush: early on it was near the full rate
 
 
 def test_a_signal_stops_after_the_current_step_and_saves(token_cache, tmp_path):

@@ -50,17 +50,21 @@ from .runtime import (
 )
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diverged
-FIRST_PLAN_AFTER = 10  # steps into a timed run: its first measured plan of the schedule
+# A --max-time run's plan: from the wall time of its steps since its first WARMUP_STEPS (the
+# first steps of a run are slow: allocation, compilation), so evaluations, saves and everything
+# else a step costs are in the measure in their share; made after PLAN_EVERY steps, then every
+# PLAN_EVERY steps and at the planned last step.
+WARMUP_STEPS = 3
+PLAN_EVERY = 10
 
 
 def plan_steps(*, step: int, max_iters: int, seconds_left: float, step_seconds: float,
-               eval_seconds: float, eval_interval: int, finish_seconds: float) -> int:
-    """The step a --max-time run can reach in `seconds_left`: each step costs `step_seconds`
-    plus its share of the evaluations, and `finish_seconds` (the last evaluation and save) are
-    kept for the end. Never beyond --max-iters, never before the next step."""
-    per_step = step_seconds + eval_seconds / eval_interval
-    affordable = step + int(max(0.0, seconds_left - finish_seconds) / per_step) \
-        if per_step > 0 else max_iters
+               finish_seconds: float) -> int:
+    """The step a --max-time run can reach in `seconds_left`, each step costing `step_seconds`
+    (wall time, evaluations and saves included), keeping `finish_seconds` for the end (the last
+    evaluation and save). Never beyond --max-iters, never before the next step."""
+    affordable = step + int(max(0.0, seconds_left - finish_seconds) / step_seconds) \
+        if step_seconds > 0 else max_iters
     return max(step + 1, min(max_iters, affordable))
 
 
@@ -449,11 +453,17 @@ class Trainer:
         self.model.train()
         # whatever ends the loop (an error, a second Ctrl-C), the saves already made reach the disk
         with StopSignals() as stop, metrics, closing(self.saver):
+            mark = None  # (step, time) where the measure of a planned run's steps starts
             while self.step < self.total:
-                step, lr = self.step, lr_at(self.step, cfg, self.total)
+                step = self.step
+                if cfg.max_time > 0:
+                    if step == first_step + WARMUP_STEPS:
+                        mark = (step, self.clock())
+                    elif mark is not None and ((step - mark[0]) % PLAN_EVERY == 0
+                                               or step == self.total - 1):
+                        self._plan(started, (self.clock() - mark[1]) / (step - mark[0]))
+                lr = lr_at(step, cfg, self.total)
                 tps = eval_tokens / eval_time if eval_time else 0.0
-                if cfg.max_time > 0 and step == first_step + FIRST_PLAN_AFTER:
-                    self._plan(started, train_time / (step - first_step))
                 if (step % cfg.eval_interval == 0 or step == self.total - 1) \
                         and step != self.progress.evaluated_step:
                     eval_time, eval_tokens = 0.0, 0
@@ -463,9 +473,6 @@ class Trainer:
                     if not finished:  # a signal during the evaluation: save this step, leave
                         reason, signum = "interrupted", stop.signum
                         break
-                    if cfg.max_time > 0 and first_step < step < self.total - 1:  # not the last
-                        self._plan(started, train_time / (step - first_step))
-                        lr = lr_at(step, cfg, self.total)
                 t0 = self.clock()
                 loss = self.train_step(lr)
                 # one sync per step: the loss decides whether this update may be applied, and
@@ -576,26 +583,28 @@ class Trainer:
         return Sample(step, prompt, vocab.decode(ids))
 
     def _out_of_time(self, started: float) -> bool:
-        """Past the point where the last evaluation and save would overrun --max-time."""
-        return self.cfg.max_time > 0 and \
-            self.clock() - started + self._finish_seconds() > self.cfg.max_time
+        """Past the point where the last save would overrun --max-time: the backstop for a
+        plan that was wrong (the plan itself keeps more, `_finish_seconds`)."""
+        return self.cfg.max_time > 0 and self.clock() - started + self.eval_seconds \
+            + 2 * self.save_seconds > self.cfg.max_time
 
     def _finish_seconds(self) -> float:
-        """What the end of a run costs: its last evaluation and its last save, as measured,
-        with half as much again for their noise and the summary (a measured run overran a
-        143 s budget by 0.1 s without it)."""
-        return 1.5 * (self.eval_seconds + self.save_seconds)
+        """What the plan keeps for the end of a run: its last evaluation and its last two saves
+        (the evaluation's and the final one), as measured, with half as much again for their
+        noise and the summary (a measured run overran a 143 s budget by 0.1 s without it)."""
+        return 1.5 * (self.eval_seconds + 2 * self.save_seconds)
 
     def _plan(self, started: float, step_seconds: float) -> None:
         """Plan the schedule's length from the times measured so far; every process takes
         the first process's plan (their learning rates must agree)."""
         total = plan_steps(step=self.step, max_iters=self.cfg.max_iters,
                            seconds_left=self.cfg.max_time - (self.clock() - started),
-                           step_seconds=step_seconds, eval_seconds=self.eval_seconds,
-                           eval_interval=self.cfg.eval_interval,
-                           finish_seconds=self._finish_seconds())
-        if self.dist.enabled:
-            mine = torch.tensor(float(total if self.dist.main else 0), device=self.device)
+                           step_seconds=step_seconds,
+                           # a step more than the backstop keeps, so the plan ends before it
+                           finish_seconds=self._finish_seconds() + step_seconds)
+        if self.dist.enabled:  # float64: exact for any step count
+            mine = torch.tensor(float(total if self.dist.main else 0), dtype=torch.float64,
+                                device=self.device)
             total = int(self.dist.all_max(mine).item())
         self.total = total
 

@@ -73,9 +73,9 @@ def train(
     ] = None,
     max_time: Annotated[str | None, _opt(
         "0 (off)", "Stop and save after this long: seconds, or a duration such as 90s, 10m, "
-        "1h30m. A decaying --lr-schedule is planned over the steps that fit (from measured "
-        "step and evaluation times), so it reaches --min-lr at the end, and the last "
-        "evaluation and save fit inside.", MORE, metavar="DURATION")] = None,
+        "1h30m. The run's length is planned from measured step times so that its last "
+        "evaluation and save fit inside, and a decaying --lr-schedule reaches --min-lr there.",
+        MORE, metavar="DURATION")] = None,
     preset: Annotated[str | None, typer.Option(
         help=f"Named settings: {', '.join(PRESETS)} (book: the chapter's defaults; gpt2-small: "
         "d_model 768, 12 blocks, 12 heads, context 1024).", rich_help_panel=MORE,
