@@ -82,6 +82,19 @@ def test_resume_under_ddp_continues_to_the_total(tmp_path: Path, corpus: Path) -
     assert torch.load(out, weights_only=True)["step"] == 8
 
 
+def _torchrun_patched(tmp_path: Path, script_text: str, corpus: Path,
+                      out: Path) -> subprocess.CompletedProcess:
+    """2 processes of `tinygpt train` (40 steps, evaluated every 5) through a script that
+    patches tinygpt first (`script_text`, which ends by calling the CLI's main)."""
+    script = tmp_path / "patched_tinygpt.py"
+    script.write_text(script_text)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), "train", "--data", str(corpus), "--out", str(out), *TINY,
+           "--max-iters", "40", "--eval-interval", "5"]
+    env = {**_env(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+
+
 FAILING_DISK = """
 import os, sys
 from tinygpt_cli import checkpoint
@@ -107,14 +120,8 @@ def test_a_failed_save_on_rank_0_stops_every_rank(tmp_path: Path, corpus: Path) 
     """Process 0 writes in the background; when a write fails, every process stops with it and
     says why (rather than waiting in the next collective until its peer's exit breaks it), and
     the last good checkpoint stays."""
-    script = tmp_path / "failing_disk.py"
-    script.write_text(FAILING_DISK)
     out = tmp_path / "run" / "model.ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), "train", "--data", str(corpus), "--out", str(out), *TINY,
-           "--max-iters", "40", "--eval-interval", "5"]
-    env = {**_env(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    proc = _torchrun_patched(tmp_path, FAILING_DISK, corpus, out)
     assert proc.returncode != 0
     assert "error: could not write the checkpoint" in proc.stderr
     assert "No space left on device" in proc.stderr
@@ -149,14 +156,8 @@ def test_a_signal_on_one_rank_during_an_evaluation_stops_every_rank_together(
     """Every process must take the same path out of a stopped evaluation (their next collective
     would otherwise never match): the stop is agreed in the evaluation's own all-reduce, the
     step is saved, and the run ends as interrupted, with no evaluation recorded at that step."""
-    script = tmp_path / "one_rank_stopped.py"
-    script.write_text(ONE_RANK_STOPPED)
     out = tmp_path / "run" / "model.ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), "train", "--data", str(corpus), "--out", str(out), *TINY,
-           "--max-iters", "40", "--eval-interval", "5"]
-    env = {**_env(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    proc = _torchrun_patched(tmp_path, ONE_RANK_STOPPED, corpus, out)
     # the processes left as a stopped run does (torchrun then reports an exit code of 143, with
     # a traceback of its own, and ends any process still finishing); none crashed in tinygpt's
     # code, none waited for the others' evaluations

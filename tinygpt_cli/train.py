@@ -153,7 +153,6 @@ class Trainer:
         self.notices: list[str] = []
         self.clock = time.perf_counter  # what a run's times are read from (a test fakes it)
         self.eval_seconds = self.save_seconds = 0.0  # the last evaluation's and save's
-        self.total = self.cfg.max_iters
         self.saver = _saver(self.fast)
         self._saving: list[tuple[Future | None, list[CheckpointSaved]]] = []  # not yet reported
         self.dist.init(self.device)
@@ -439,8 +438,8 @@ class Trainer:
                                 notify=self.notices.append)
         started = self.clock()
         first_step = self.step
-        # the steps the schedule spans: --max-iters, or what a --max-time budget allows, planned
-        # from measured times after a few steps and again at every evaluation
+        # the steps the run and its schedule span: --max-iters, or what a --max-time budget
+        # allows (planned from measured step times: WARMUP_STEPS, PLAN_EVERY)
         self.total = cfg.max_iters
         train_time, train_tokens = 0.0, 0  # the whole run's, for the summary
         # the recent rate the live table shows: since the last log record, since the last
