@@ -43,6 +43,15 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _back_to_one_thread():
+    """A command run in this process with --threads auto leaves torch on what it chose."""
+    yield
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def corpus_text() -> str:
     """The tiny corpus's text (its file is exactly these characters, UTF-8, no BOM)."""

@@ -25,6 +25,9 @@ TRAIN = {
     "--grad-clip inf": "--grad-clip must be a finite number",
     "--learning-rate nan": "--learning-rate must be a finite number",
     "--seed 9223372036854775808": "--seed must be between 0 and 2**63 - 1",
+    "--threads 1000000000": "--threads must be auto or from 1 to",
+    "--threads 0": "--threads must be auto or from 1 to",
+    "--threads many": "--threads must be auto or a whole number (got 'many')",
 }
 
 
@@ -40,8 +43,8 @@ def test_train_sizes_and_numbers_have_bounds(corpus: Path, cache_root: Path, tmp
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["generate", "--threads", "1000000000"], "--threads must be from 1 to"),
-    (["eval", "--threads", "1000000000"], "--threads must be from 1 to"),
+    (["generate", "--threads", "1000000000"], "--threads must be auto or from 1 to"),
+    (["eval", "--threads", "1000000000"], "--threads must be auto or from 1 to"),
     (["eval", "--eval-iters", "1000000000"], "--eval-iters must be from 1 to"),
     (["eval", "--batch-size", "1000000000"], "--batch-size must be from 1 to"),
     (["eval", "--seed", "9223372036854775808"], "--seed must be between 0 and 2**63 - 1"),

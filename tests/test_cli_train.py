@@ -25,8 +25,11 @@ from tinygpt_cli.data import max_context_length
 from tinygpt_cli.train import Trainer
 
 BOOK_LINE = re.compile(r"^Step: \d+, Training Loss: \d+\.\d{3}, Validation Loss: \d+\.\d{3}$")
+# --threads 1: a run is bit-identical to another only on the same thread count (auto may pick
+# another count for each run), and the resume tests compare runs bit for bit
 TINY = ["--device", "cpu", "--d-model", "16", "--num-blocks", "1", "--num-heads", "2",
-        "--context-length", "16", "--batch-size", "4", "--eval-iters", "2", "--dropout", "0.0"]
+        "--context-length", "16", "--batch-size", "4", "--eval-iters", "2", "--dropout", "0.0",
+        "--threads", "1"]
 
 
 
@@ -69,7 +72,7 @@ def test_resume_prints_the_same_losses_as_an_uninterrupted_run(corpus, tmp_path)
     first = book_lines(train(corpus, out, *opts, "--max-iters", "10"))
     # model and training settings come from the checkpoint; --device is this machine's choice
     resumed = invoke("--data", corpus, "--device", "cpu", "--out", out, "--resume", out,
-                     "--max-iters", "20")
+                     "--max-iters", "20", "--threads", "1")
     assert resumed.exit_code == 0, resumed.output
     second = book_lines(resumed)
     assert sorted(first) == [0, 5, 9] and sorted(second) == [10, 15, 19]
@@ -162,7 +165,7 @@ def test_divergence_is_an_error_and_keeps_the_last_checkpoint(corpus, tmp_path, 
     (["--max-time", "-1"], "--max-time must be 0 or more"),
     (["--min-lr", "1"], "--min-lr 1.0 is above --learning-rate"),
     (["--lr-schedule", "step"], "--lr-schedule must be one of constant, cosine, linear"),
-    (["--preset", "gpt5"], "unknown preset 'gpt5'; choose one of: book, gpt2-small"),
+    (["--preset", "gpt5"], "unknown preset 'gpt5'; choose one of: auto, book, gpt2-small"),
 ])
 def test_bad_options_are_usage_errors(corpus, tmp_path, args, fragment):
     out = tmp_path / "run" / "model.ckpt"
@@ -366,3 +369,25 @@ def test_eval_and_generate_refuse_an_unknown_device(tmp_path, command):
     result = CliRunner().invoke(app, [command, "-c", str(tmp_path / "none.ckpt"), "--device",
                                       "gpu"])
     assert_user_error(result, 2, "--device 'gpu' is not a device")
+
+
+def test_threads_auto_says_what_it_chose_and_the_report_card_ends_the_run(corpus, tmp_path):
+    out = tmp_path / "model.ckpt"
+    result = invoke("--data", corpus, *TINY[:-2], "--out", out, "--max-iters", "12",
+                    "--eval-interval", "6", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    from tinygpt_cli.runtime import cores
+
+    if cores() > 1:  # one core leaves nothing to choose
+        assert re.search(r"^threads: \d+ \(a step took .* ms with 1, .* ms with 2",
+                         result.stderr, re.MULTILINE)
+
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone; the book's lines: stderr
+    assert "Step: 0, Training Loss" in result.stderr
+    card = summary["report"]
+    assert summary["steps"] == card["steps"] == 12
+    assert card["tokens_seen"] == 12 * 4 * 16
+    assert card["valid_measure"] == "full" and card["threads"] in (1, 2)
+    assert "every validation token" in result.stderr

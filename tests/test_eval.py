@@ -280,3 +280,14 @@ def test_a_checkpoint_trained_elsewhere_is_not_said_to_repeat_its_estimate(tiny)
     doc = json.loads(result.stdout)
     assert doc["training_estimate"]["relation"] == "other settings"
     assert doc["batch_size"] == 4 and doc["seed"] == 1337
+
+
+def test_threads_auto_is_fed_every_pass_of_full(tiny):
+    ticks = []
+    result = evaluate_checkpoint(tiny.checkpoint, "cpu", full=True, batch_size=2,
+                                 cache_dir=tiny.cache, tick=lambda: ticks.append(1))
+    passes = 0
+    for split in result["splits"].values():
+        full, tail = divmod(split["split_tokens"] - 1, T)
+        passes += -(-full // 2) + (1 if tail else 0)  # two windows a pass, the tail alone
+    assert len(ticks) == passes > 2

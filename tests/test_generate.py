@@ -344,3 +344,13 @@ def test_sample_config_is_validated_once(tiny):
     with pytest.raises(UsageError) as info:
         replace(SampleConfig(), temperature=-1.0, top_p=2.0)
     assert "--temperature" in str(info.value) and "--top-p" in str(info.value)
+
+
+def test_threads_auto_is_fed_every_token(tiny):
+    ticks = []
+    samples = generate(tiny.model, tiny.vocab, encode_prompt(tiny.vocab, "Cotton", T),
+                       SampleConfig(max_new_tokens=12, num_samples=2, temperature=1.0),
+                       tick=lambda: ticks.append(1))
+    assert len(ticks) == sum(s.tokens for s in samples) >= 24
+    settings = gen_json(tiny, "-n", "12", "--threads", "1")["settings"]
+    assert settings["threads"] == 1

@@ -353,7 +353,8 @@ def test_metrics_file_has_one_eval_record_per_evaluation_and_train_records_per_i
     records = metrics(out)
     evals = [r for r in records if r["type"] == "eval"]
     trains = [r for r in records if r["type"] == "train"]
-    assert len(evals) + len(trains) == len(records)
+    assert len(evals) + len(trains) + 1 == len(records)
+    assert records[-1]["type"] == "report"  # the report card ends the file
     assert [r["step"] for r in evals] == [0, 4, 8, 11] == [e.step for e in of(events, EvalDone)]
     assert [r["valid_loss"] for r in evals] == \
            [round(e.valid_loss, 6) for e in of(events, EvalDone)]
@@ -518,3 +519,60 @@ def test_the_eta_follows_the_recent_pace():
     assert eta([], 500) == eta([(5.0, 10)], 500) == "-:--:--"
     assert eta([(0.0, 0), (10.0, 50)], 500) == "0:01:30"  # 5 steps/s, 450 to go
     assert eta([(100.0, 50), (110.0, 100), (120.0, 150)], 8150) == "0:26:40"
+
+
+# --- the report card ---------------------------------------------------------------------------
+
+def test_the_report_card_counts_what_the_run_saw(token_cache, tmp_path):
+    out = tmp_path / "model.ckpt"
+    trainer = make_trainer(token_cache, out, max_iters=12, eval_interval=5, grad_accum=2)
+    done = of(run_all(trainer), RunDone)[0]
+    card = done.report
+    tokens_per_step = 4 * 16 * 2  # batch x context x grad_accum, one process
+    assert card["steps"] == 12 and card["tokens_seen"] == 12 * tokens_per_step
+    assert card["parameters"] == sum(p.numel() for p in trainer.model.parameters())
+    assert card["tokens_per_parameter"] == pytest.approx(card["tokens_seen"] / card["parameters"])
+    assert card["epochs"] == pytest.approx(card["tokens_seen"] / len(token_cache.train))
+    assert card["tokens_per_sec"] == pytest.approx(done.tokens_per_sec)
+    assert card["peak_memory_bytes"] > 50 * 2**20  # torch alone is more
+    assert metrics(out)[-1] == {"type": "report", **{k: round(v, 6) if isinstance(v, float)
+                                                      else v for k, v in card.items()}}
+
+
+def test_the_report_cards_validation_is_every_token_of_the_final_model(token_cache, tmp_path):
+    from tinygpt_cli.evaluate import evaluate_checkpoint
+
+    out = tmp_path / "model.ckpt"
+    card = of(run_all(make_trainer(token_cache, out, max_iters=8)), RunDone)[0].report
+    assert card["valid_measure"] == "full" and card["valid_step"] == 8
+    full = evaluate_checkpoint(out, "cpu", full=True)["splits"]["valid"]
+    assert card["valid_loss"] == pytest.approx(full["loss"], rel=1e-6)
+    assert card["valid_bits_per_byte"] == pytest.approx(full["bits_per_byte"], rel=1e-6)
+    assert card["valid_tokens_scored"] == full["tokens"] == len(token_cache.valid) - 1
+
+
+def test_a_costly_full_pass_is_left_out_and_the_estimate_said(token_cache, tmp_path,
+                                                               monkeypatch):
+    from tinygpt_cli.evaluate import bits_per_byte
+
+    monkeypatch.setattr(train_mod, "FULL_PASS_SECONDS", 0.0)
+    monkeypatch.setattr(train_mod, "FULL_PASS_SHARE", 0.0)
+    done = of(run_all(make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=8)),
+              RunDone)[0]
+    card = done.report
+    assert card["valid_measure"] == "estimate" and card["valid_step"] == 7
+    assert card["valid_loss"] == done.final_valid_loss
+    nbytes = token_cache.meta["splits"]["valid"]["bytes"]
+    assert card["valid_bits_per_byte"] == pytest.approx(
+        bits_per_byte(done.final_valid_loss, len(token_cache.valid), nbytes))
+
+
+def test_every_evaluation_scores_the_same_validation_windows(token_cache, tmp_path):
+    """With the weights held still, the validation estimate is the same at every evaluation
+    (its windows are fixed), while the training split's windows are drawn afresh."""
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=16, eval_interval=5)
+    trainer.apply_update = lambda: None  # the model never changes
+    evals = of(run_all(trainer), EvalDone)
+    assert len(evals) == 4
+    assert len({e.valid_loss for e in evals}) == 1
+    assert len({e.train_loss for e in evals}) == 4

@@ -175,12 +175,18 @@ MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
 
+AUTO = "auto"  # the preset `autosize` computes for the corpus, the budget and the machine
+
+
 def preset(name: str) -> dict[str, object]:
-    """The option values a preset sets; an unknown name lists the known ones."""
+    """The option values a named preset sets; an unknown name lists the known ones."""
+    if name == AUTO:
+        raise ConfigError("--preset auto is sized when a run starts (tinygpt train), not here")
     try:
         return dict(PRESETS[name])
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of: "
+                          f"{', '.join([AUTO, *PRESETS])}") from None
 
 
 # --- durations -----------------------------------------------------------------------------------
@@ -230,8 +236,8 @@ class RunSettings:
 
 
 def merge_settings(*, resumed: dict | None = None, preset_name: str | None = None,
-                   file_values: dict | None = None, command_line: dict | None = None
-                   ) -> RunSettings:
+                   file_values: dict | None = None, command_line: dict | None = None,
+                   preset_values: dict | None = None) -> RunSettings:
     """The one place where a run's settings are merged. Later layers win:
 
         the book's defaults < the resumed run < --preset < --config (TOML) < the command line
@@ -241,6 +247,8 @@ def merge_settings(*, resumed: dict | None = None, preset_name: str | None = Non
     unless told otherwise, but never inherits what describes the machine it ran on
     (PER_INVOCATION). Its tokenizer settings count only when the data is not given again.
     `command_line` holds only what the user typed (None values are left out).
+    `preset_values`: a preset's values computed for this run (`--preset auto`, `autosize`),
+    in the preset's place.
     """
     resumed = resumed or {}
     command_line = {k: v for k, v in (command_line or {}).items() if v is not None}
@@ -251,7 +259,9 @@ def merge_settings(*, resumed: dict | None = None, preset_name: str | None = Non
     problems = _type_problems(values)
     if problems:  # a damaged or hand-edited checkpoint: one line, not a TypeError
         raise ConfigError(f"the checkpoint to resume has unusable settings: {'; '.join(problems)}")
-    for layer in (preset(preset_name) if preset_name else {}, file_values or {}, command_line):
+    if preset_values is None:
+        preset_values = preset(preset_name) if preset_name else {}
+    for layer in (preset_values, file_values or {}, command_line):
         values.update({k: v for k, v in layer.items() if k in known})
     tokenize = {}
     if "data" not in command_line:

@@ -22,7 +22,7 @@ class Stopped(Exception):
 
 
 def estimate_loss(model: torch.nn.Module, splits: dict[str, torch.Tensor], *, batch_size: int,
-                  context_length: int, eval_iters: int, seed: int,
+                  context_length: int, eval_iters: int, seed: int | dict[str, int],
                   autocast: AbstractContextManager | None = None,
                   stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """The book's estimate: mean loss of `eval_iters` random batches per split, dropout off.
@@ -32,16 +32,28 @@ def estimate_loss(model: torch.nn.Module, splits: dict[str, torch.Tensor], *, ba
     (in the order of `splits`), on the splits' device, ready to be averaged across processes.
     Raises Stopped as soon as `stop()` is true (it is asked between forward passes).
     """
+    seeds = seed if isinstance(seed, dict) else dict.fromkeys(splits, seed)
     means = [estimate_split_loss(model, data, context_length=context_length,
-                                 batch_size=batch_size, eval_iters=eval_iters, seed=seed,
-                                 autocast=autocast, stop=stop)[0] for data in splits.values()]
+                                 batch_size=batch_size, eval_iters=eval_iters, seed=seeds[name],
+                                 autocast=autocast, stop=stop)[0]
+             for name, data in splits.items()]
     return torch.tensor(means, device=next(iter(splits.values())).device)
 
 
-def evaluation_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The seed of the estimate a run makes at `step` (process `rank`): `tinygpt eval` uses it
-    to repeat the training's own estimate for a checkpoint."""
+def evaluation_seed(seed: int, step: int, rank: int = 0, split: str = "train") -> int:
+    """The seed of the estimate a run makes of `split` at `step` (process `rank`): `tinygpt eval`
+    uses it to repeat the training's own estimate for a checkpoint.
+
+    The validation windows are the same at every evaluation of a run (its seed ignores the
+    step): two evaluations then differ only by the model, never by which text was drawn, so the
+    best checkpoint is the better model and not the luckier draw. (Drawn afresh, the book's 10
+    batches differ by more than a late evaluation improves: benchmarks/README.md.)"""
+    if split == "valid":
+        step = VALID_STEP
     return (seed * 1_000_003 + step * 101 + rank) % 2**63
+
+
+VALID_STEP = -1  # the step the validation windows of every evaluation are drawn for
 
 
 def perplexity(loss: float) -> float:
@@ -102,6 +114,18 @@ def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int
             advance(1)
     model.train(was_training)
     return total.item() / n_targets, n_targets
+
+
+def full_split(model: torch.nn.Module, data: torch.Tensor, nbytes: int, vocab, *,
+               context_length: int, batch_size: int,
+               advance: Callable[[int], None] | None = None,
+               autocast: AbstractContextManager | None = None) -> tuple[float, int, float]:
+    """`full_loss` over a split of `nbytes` bytes, and its bits per byte: (loss, tokens scored,
+    bits per byte over exactly the bytes of the tokens scored, all but the first token's)."""
+    loss, scored = full_loss(model, data, context_length=context_length, batch_size=batch_size,
+                             advance=advance, autocast=autocast)
+    scored_bytes = nbytes - len(vocab.token_bytes(int(data[0]))) if len(data) else 0
+    return loss, scored, bits_per_byte(loss, scored, scored_bytes)
 
 
 ESTIMATE_LOGITS = 1 << 23  # logits per forward pass of the estimate: 32 MB in float32
@@ -179,7 +203,8 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
                         eval_iters: int | None = None, batch_size: int | None = None,
                         seed: int | None = None, cache_dir: Path | None = None,
                         tokenize_progress: TokenizeProgress | None = None,
-                        score_progress: ScoreProgress | None = None) -> dict:
+                        score_progress: ScoreProgress | None = None,
+                        tick: Callable[[], None] | None = None) -> dict:
     """Loss, perplexity and bits per byte of a checkpoint, as plain (JSON-ready) data.
 
     Without `data`: the train and valid splits of the corpus the checkpoint was trained on, from
@@ -191,6 +216,7 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
     the training's own (its batch size and eval_iters, and on its corpus the seed of its last
     evaluation), so the estimate is the one training reported: identical for a checkpoint saved
     at that evaluation (the best one), one update apart for the last checkpoint of a run.
+    `tick()` is called after each forward pass of `full` (`runtime.Threads` times them).
     """
     from . import checkpoint as ckpt
     from .config import COUNT_LIMITS, MAX_SEED
@@ -225,6 +251,8 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         eval_iters = int(trained.get("eval_iters", 10))
     if seed is None:
         seed = evaluation_seed(int(trained["seed"]), int(evaluated)) if as_training else 1337
+    # checkpoints written before the validation windows were fixed drew them for each step
+    fixed_windows = state.get("valid_windows") == "fixed"
     warnings: list[str] = []
     if data is not None:
         source, cache_path = Path(data), None
@@ -246,11 +274,9 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
             bar = score_progress(name, num_windows(len(ids), T)) if score_progress \
                 else nullcontext(None)
             with bar as advance:
-                loss, scored = full_loss(model, tensor, context_length=T, batch_size=full_batch,
-                                         advance=advance)
-            # exactly the bytes of the tokens scored: all but the first token's
-            scored_bytes = nbytes - len(vocab.token_bytes(int(ids[0]))) if len(ids) else 0
-            bpb = bits_per_byte(loss, scored, scored_bytes)
+                loss, scored, bpb = full_split(model, tensor, nbytes, vocab,
+                                               context_length=T, batch_size=full_batch,
+                                               advance=_ticking(advance, tick))
         else:
             if len(ids) <= T:
                 from .errors import DataError
@@ -260,9 +286,12 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
                     f"windows of context length {T} (it needs {T + 1})",
                     hint="use --full, which also scores texts shorter than a window")
             # the training's estimate groups its windows as the trainer does (same sums)
+            split_seed = evaluation_seed(int(trained["seed"]), int(evaluated), split=name) \
+                if as_training and fixed_windows else seed
             loss, scored = estimate_split_loss(model, tensor, context_length=T,
                                                batch_size=batch_size, eval_iters=eval_iters,
-                                               seed=seed, rows=None if as_training else full_batch)
+                                               seed=split_seed,
+                                               rows=None if as_training else full_batch)
             # the split's own bytes per token turn nats per token into bits per byte
             bpb = bits_per_byte(loss, len(ids), nbytes)
         if not math.isfinite(loss):
@@ -289,6 +318,9 @@ def evaluate_checkpoint(checkpoint: Path, device: torch.device | str = "cpu", *,
         "batch_size": full_batch if full else batch_size,
         "eval_iters": None if full else eval_iters,
         "seed": None if full else seed,
+        # the training's validation windows, drawn from a seed of their own (evaluation_seed)
+        **({"valid_seed": evaluation_seed(int(trained["seed"]), 0, split="valid")}
+           if as_training and fixed_windows else {}),
         "splits": results,
         "training_estimate": _training_estimate(state, as_training),
         "seconds": round(time.perf_counter() - started, 3),
@@ -387,6 +419,19 @@ def encode_file(path: Path, vocab) -> Split:
     if len(ids) < 2:
         raise DataError(f"--data {path} has {len(ids)} token(s); scoring needs at least 2")
     return ids, nbytes
+
+
+def _ticking(advance: Callable[[int], None] | None, tick: Callable[[], None] | None
+             ) -> Callable[[int], None] | None:
+    """`advance`, calling `tick()` too."""
+    if tick is None:
+        return advance
+
+    def both(n: int) -> None:
+        tick()
+        if advance is not None:
+            advance(n)
+    return both
 
 
 def _finite(value: float) -> float | None:

@@ -65,7 +65,10 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class Notice:
+    """Something the user should know: a warning, or (`warning=False`) a plain remark."""
+
     message: str
+    warning: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class RunDone:
     checkpoint: Path
     signum: int | None = None
     final_step: int | None = None  # the evaluation the final losses come from
+    report: dict | None = None  # the report card (`Trainer.report_card`)
 
 
 Event = RunStarted | StepDone | EvalDone | CheckpointSaved | Notice | Sample | RunDone

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -150,8 +150,8 @@ class StopFilter:
 
 def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
                    device: torch.device | str = "cpu", use_cache: bool = True,
-                   fast: bool = False, valid_utf8: bool = True
-                   ) -> Iterator[TextChunk | Sample]:
+                   fast: bool = False, valid_utf8: bool = True,
+                   tick: Callable[[], None] | None = None) -> Iterator[TextChunk | Sample]:
     """Generate `config.num_samples` continuations, yielding text as it is decoded and a `Sample`
     at the end of each.
 
@@ -161,7 +161,8 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
     chunks never hold a replacement character the final text would not, and add up to it.
     With `valid_utf8` (the default) only tokens that keep the text valid UTF-8 are drawn, and a
     character the last token leaves open is finished (`Sample.finishing_tokens` says with how
-    many more), so no sample shows U+FFFD; False draws from the raw model.
+    many more), so no sample shows U+FFFD; False draws from the raw model. `tick()` is
+    called after each token (`runtime.Threads` measures the time between calls).
     """
     import torch
 
@@ -177,6 +178,8 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
                                  fast=fast, utf8=vocab.utf8 if valid_utf8 else None)
         try:
             for token in tokens:
+                if tick is not None:
+                    tick()
                 ids.append(token)
                 text = stops.feed(decoder.push(token))
                 if text:
@@ -197,9 +200,10 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
 
 def generate(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
              device: torch.device | str = "cpu", use_cache: bool = True,
-             fast: bool = False, valid_utf8: bool = True) -> list[Sample]:
+             fast: bool = False, valid_utf8: bool = True,
+             tick: Callable[[], None] | None = None) -> list[Sample]:
     """All samples at once (what --json prints)."""
     return [event for event in stream_samples(model, vocab, prompt, config, device=device,
                                               use_cache=use_cache, fast=fast,
-                                              valid_utf8=valid_utf8)
+                                              valid_utf8=valid_utf8, tick=tick)
             if isinstance(event, Sample)]

@@ -30,8 +30,12 @@ class RunError(TinyGPTError):
 # --- writing ----------------------------------------------------------------------------------
 
 def record(event: StepDone | EvalDone) -> dict:
-    record = asdict(event)
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}
+    return rounded(asdict(event))
+
+
+def rounded(values: dict) -> dict:
+    """Floats to 6 decimals: what the file keeps."""
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}
 
 
 class MetricsWriter:

@@ -63,6 +63,7 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
         "best_step": progress.best_step,
         "evaluated_step": progress.evaluated_step,
         "last_losses": list(progress.last_losses) if progress.last_losses else None,
+        "valid_windows": "fixed",  # the same at every evaluation (evaluate.evaluation_seed)
         "rng": rng,
         "world_size": dist.world_size,
     }

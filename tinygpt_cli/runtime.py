@@ -4,10 +4,14 @@ signals that stop a run. Resolved once per command and passed down; nothing here
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,12 +70,152 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def check_threads(threads: int | None) -> None:
-    """--threads: at least 1 and at most the machine's cores (more only wait on each other)."""
-    cores = os.cpu_count() or 1
-    if threads is not None and not 1 <= threads <= cores:
-        raise UsageError(f"--threads must be from 1 to {cores}, the cores this machine has "
-                         f"(got {threads:,})")
+def cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, where the platform
+    says), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parse_threads(value: str | int | None) -> int | None:
+    """--threads: None for auto, or a count from 1 to the cores (more only wait on each other;
+    a huge count would make OpenMP allocate for it)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--threads must be auto or a whole number (got {value!r})") from None
+    if not 1 <= count <= cores():
+        raise UsageError(f"--threads must be auto or from 1 to {cores()}, the cores this "
+                         f"process may use (got {count:,})")
+    return count
+
+
+def auto_thread_limit(local_world_size: int = 1) -> int:
+    """The most threads --threads auto tries: this process's share of the cores (under torchrun,
+    the cores over the processes of this machine), and never more than OMP_NUM_THREADS where it
+    is set (torchrun sets it to 1 for each process unless it is set already)."""
+    limit = max(1, cores() // max(1, local_world_size))
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        limit = min(limit, int(omp))
+    return limit
+
+
+# --threads auto: each candidate count runs PROBE_UNITS units of the command's own work (training
+# steps, tokens, evaluation passes) and the fastest median wins (within TIE of it, the fewest
+# threads, which stay fast when the load grows). The choice is measured again when its pace
+# falls to 1/SLOWER of what it was, and every RECHECK_SECONDS (doubling, up to 16x, while the
+# choice holds), so a machine that gets busy, or idle again, is followed.
+PROBE_UNITS = 3
+TIE = 1.02
+SLOWER = 1.3
+RECHECK_SECONDS = 10.0
+
+
+class Threads:
+    """The intra-op threads a command's work runs on: a fixed count (--threads N), or auto,
+    which measures. The work calls `start()` before each unit and `stop()` after it (or
+    `tick()` between units); between units the count may change. Nothing changes threads on a
+    GPU, where they are not what the work waits for."""
+
+    def __init__(self, candidates: list[int] | None, *,
+                 apply: Callable[[int], None] = torch.set_num_threads,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.candidates = candidates or []
+        self.auto = len(self.candidates) > 1
+        self._apply, self.clock = apply, clock
+        self.count = self.candidates[-1] if self.candidates else None  # what runs now
+        self.choice: int | None = None if self.auto else self.count
+        self.changes: list[tuple[int | None, int, dict[int, float]]] = []  # (from, to, medians)
+        self._queue = list(reversed(self.candidates)) if self.auto else []  # counts to measure
+        self._times: dict[int, list[float]] = {}
+        self._recent: list[float] = []
+        self._pace = 0.0  # the choice's median unit time when it was chosen
+        self._interval, self._next_check = RECHECK_SECONDS, math.inf
+        self._started: float | None = None
+        self._first = True  # the process's first unit (allocation, warm caches) is not measured
+        if self.count is not None:
+            self._apply(self.count)
+
+    @classmethod
+    def resolve(cls, value: int | None, device: torch.device, local_world_size: int = 1,
+                **kwargs) -> Threads:
+        """`value` from parse_threads (None: auto). Under torchrun, auto is each process's
+        share, fixed: a process's step time there includes waiting for the others."""
+        if device.type != "cpu":
+            return cls([value] if value else None, **kwargs)
+        if value is not None:
+            return cls([value], **kwargs)
+        limit = auto_thread_limit(local_world_size)
+        if local_world_size > 1:
+            return cls([limit], **kwargs)
+        counts = sorted({1, limit} | {2**k for k in range(limit.bit_length()) if 2**k < limit})
+        return cls(counts, **kwargs)
+
+    def start(self) -> None:
+        if self.auto:
+            count = self._queue[0] if self._queue else self.choice
+            if count != self.count:
+                self.count = count
+                self._apply(count)
+            self._started = self.clock()
+
+    def stop(self, discard: bool = False) -> None:
+        """The unit of work ended; `discard`: something else of this process ran beside it (a
+        checkpoint written in the background), so its time says nothing of the thread count."""
+        if not self.auto or self._started is None:
+            return
+        seconds, self._started = self.clock() - self._started, None
+        if self._first or discard:
+            self._first = False
+        elif self._queue:
+            times = self._times.setdefault(self.count, [])
+            times.append(seconds)
+            if len(times) >= PROBE_UNITS:
+                self._queue.pop(0)
+                if not self._queue:
+                    self._choose()
+        else:
+            self._recent = (self._recent + [seconds])[-PROBE_UNITS:]
+            slower = len(self._recent) == PROBE_UNITS \
+                and _median(self._recent) > SLOWER * self._pace
+            if slower or self.clock() >= self._next_check:
+                self._measure_again(reset=slower)
+
+    def tick(self) -> None:
+        self.stop()
+        self.start()
+
+    def _choose(self) -> None:
+        medians = {count: _median(times) for count, times in self._times.items()}
+        fastest = min(medians.values())
+        choice = min(count for count, m in medians.items() if m <= TIE * fastest)
+        if choice == self.choice:
+            self._interval = min(16 * RECHECK_SECONDS, 2 * self._interval)
+        else:
+            self.changes.append((self.choice, choice, medians))
+            self._interval = RECHECK_SECONDS
+        self.choice, self._pace, self._times, self._recent = choice, medians[choice], {}, []
+        self._next_check = self.clock() + self._interval
+
+    def _measure_again(self, reset: bool) -> None:
+        """Measure the choice and its neighbours again (the choice last: it runs now, and the
+        others' first unit would otherwise pay for the switch)."""
+        i = self.candidates.index(self.choice)
+        self._queue = [c for c in self.candidates[max(0, i - 1):i + 2] if c != self.choice]
+        self._queue.append(self.choice)
+        if reset:
+            self._interval = RECHECK_SECONDS
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def memory_bytes(device: torch.device | None = None) -> int | None:
@@ -99,6 +243,20 @@ def training_memory(params: int, config, batch_size: int, eval_iters: int,
     attention = 3 * config.num_heads * T if attention_weights else 0
     per_token = config.num_blocks * (24 * C + attention) + 3 * config.vocab_size
     return 16 * params + 4 * B * T * per_token + 16 * eval_iters * B * (T + 1)
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, str]:
+    """The most memory the run has held, in bytes, and what was measured: on a GPU the tensors
+    torch allocated there; elsewhere the process's peak resident memory (Python and torch
+    included), where the platform says."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "GPU tensors"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None, "unknown"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak * (1 if sys.platform == "darwin" else 1024), "process resident"
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -26,7 +26,14 @@ from . import fast, outputs, runstate
 from .config import COMPILE_MODES, MODEL_FIELDS, ModelConfig, TrainConfig
 from .data import TokenCache, TokenizeSettings, as_tensor, get_batch, max_context_length, prepare
 from .errors import CheckpointError, DivergedError, UsageError
-from .evaluate import Stopped, estimate_loss, evaluation_seed
+from .evaluate import (
+    Stopped,
+    bits_per_byte,
+    estimate_loss,
+    evaluation_seed,
+    full_split,
+    window_batch_size,
+)
 from .events import (
     CheckpointSaved,
     EvalDone,
@@ -37,13 +44,15 @@ from .events import (
     Sample,
     StepDone,
 )
-from .metrics import MetricsWriter, record
+from .metrics import MetricsWriter, record, rounded
 from .model import GPT
 from .runtime import (
     Dist,
     StopSignals,
+    Threads,
     memory_bytes,
     peak_flops,
+    peak_memory,
     resolve_device,
     resolve_dtype,
     training_memory,
@@ -56,6 +65,10 @@ MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diver
 # PLAN_EVERY steps and at the planned last step.
 WARMUP_STEPS = 3
 PLAN_EVERY = 10
+# The report card scores every validation token when that takes at most FULL_PASS_SECONDS or
+# FULL_PASS_SHARE of the run, whichever is more; else it reports the last estimate.
+FULL_PASS_SECONDS = 5.0
+FULL_PASS_SHARE = 0.05
 
 
 def plan_steps(*, step: int, max_iters: int, seconds_left: float, step_seconds: float,
@@ -123,6 +136,8 @@ class TrainRequest:
     sample_tokens: int = 48
     overwrite: bool = False  # replace another run's checkpoint at `out`
     inputs: tuple[Path, ...] = ()  # files the run reads besides data and resume (--config)
+    # intra-op threads: "auto" measures (`runtime.Threads`), N pins, None leaves torch's as is
+    threads: int | str | None = None
 
 
 class Trainer:
@@ -138,6 +153,9 @@ class Trainer:
         self.dist = Dist.from_env()
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.dtype = resolve_dtype(self.cfg.dtype, self.device)
+        self.threads = Threads(None) if request.threads is None else Threads.resolve(
+            None if request.threads == "auto" else int(request.threads), self.device,
+            int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size)))
         # the one switch of the speed path (fast/); the checkpoint records what it decided
         self.fast = fast.decide(self.cfg.fast, self.device, self.dtype, self.cfg.compile)
         self.cfg = replace(self.cfg, fast=self.fast)
@@ -315,7 +333,8 @@ class Trainer:
             means = estimate_loss(
                 self.model, self.splits, batch_size=self.cfg.batch_size,
                 context_length=self.model_config.context_length, eval_iters=self.cfg.eval_iters,
-                seed=evaluation_seed(self.cfg.seed, self.step, self.dist.rank),
+                seed={name: evaluation_seed(self.cfg.seed, self.step, self.dist.rank, name)
+                      for name in self.splits},
                 autocast=self.autocast(), stop=stop)
             stopped = 0.0
         except Stopped:
@@ -472,6 +491,7 @@ class Trainer:
                     if not finished:  # a signal during the evaluation: save this step, leave
                         reason, signum = "interrupted", stop.signum
                         break
+                self.threads.start()
                 t0 = self.clock()
                 loss = self.train_step(lr)
                 # one sync per step: the loss decides whether this update may be applied, and
@@ -499,6 +519,10 @@ class Trainer:
                         raise self._diverged(f"{bad_steps} non-finite losses in a row at step "
                                              f"{step}")
                 seconds = self.clock() - t0  # .tolist() above waited for the step
+                # a step beside a background save shares the cores with it: not a measure
+                self.threads.stop(discard=any(future is not None and not future.done()
+                                              for future, _ in self._saving))
+                yield from self._thread_changes()
                 train_time, log_time, eval_time = (train_time + seconds, log_time + seconds,
                                                    eval_time + seconds)
                 train_tokens += tokens_per_step
@@ -525,6 +549,10 @@ class Trainer:
             yield from self._settle_saves()
             self.save(self.out)
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
+            report = self.report_card(tokens_per_step, train_tokens / train_time
+                                      if train_time else 0.0, started,
+                                      full=reason != "interrupted")  # a stop asked: no more work
+            metrics.write({"type": "report", **rounded(report)})
             self.dist.barrier()  # nor before every other has left the last collective
         yield from self._drain_notices()
         if reason == "finished" and self.step < cfg.max_iters:  # the budget's planned end
@@ -536,7 +564,7 @@ class Trainer:
         yield RunDone(reason, self.step, final[0], final[1], progress.best_valid,
                       progress.best_step, self.clock() - started, tps, mfu, self.out,
                       signum, final_step=progress.evaluated_step if progress.last_losses
-                      else None)
+                      else None, report=report)
 
     def _evaluate(self, step, lr, tps, peak, flops_per_token, started, metrics,
                   stop) -> Iterator[Event]:
@@ -581,17 +609,76 @@ class Trainer:
                            fast=self.fast, utf8=vocab.utf8)
         return Sample(step, prompt, vocab.decode(ids))
 
-    def _out_of_time(self, started: float) -> bool:
-        """Past the point where the last save would overrun --max-time: the backstop for a
-        plan that was wrong (the plan itself keeps more, `_finish_seconds`)."""
-        return self.cfg.max_time > 0 and self.clock() - started + self.eval_seconds \
-            + 2 * self.save_seconds > self.cfg.max_time
+    def report_card(self, tokens_per_step: int, tokens_per_sec: float, started: float,
+                    full: bool = True) -> dict:
+        """What the run bought: its size, the tokens it saw (per parameter, and in epochs of the
+        training split), its pace and peak memory, and the final model's validation loss and
+        bits per byte, from a pass over every validation token when that is cheap
+        (`_full_pass_seconds`) and `full`, else from the last evaluation's estimate (and it says
+        so)."""
+        params = self.model.num_params()["total"]
+        seen = self.step * tokens_per_step
+        memory, measured = peak_memory(self.device)
+        valid = self.splits["valid"]
+        nbytes = self.cache.meta["splits"]["valid"]["bytes"]
+        card = {"steps": self.step, "parameters": params, "tokens_seen": seen,
+                "tokens_per_parameter": seen / params, "epochs": seen / len(self.splits["train"]),
+                "tokens_per_sec": tokens_per_sec, "peak_memory_bytes": memory,
+                "peak_memory_measure": measured, "threads": self.threads.count}
+        cost = self._full_pass_seconds()
+        if full and cost is not None and cost <= self._full_pass_allowance(started):
+            t0 = self.clock()
+            loss, scored, bpb = full_split(
+                self.model, valid, nbytes, self.cache.vocab,
+                context_length=self.model_config.context_length,
+                batch_size=window_batch_size(32, self.model_config.context_length,
+                                             self.model_config.vocab_size),
+                autocast=self.autocast())
+            return {**card, "valid_loss": loss, "valid_bits_per_byte": bpb,
+                    "valid_measure": "full", "valid_tokens_scored": scored,
+                    "valid_step": self.step, "valid_seconds": self.clock() - t0}
+        last = self.progress.last_losses
+        loss = last[1] if last else None
+        return {**card, "valid_loss": loss,
+                # the split's own bytes per token turn the estimate's nats into bits per byte
+                "valid_bits_per_byte": bits_per_byte(loss, len(valid), nbytes) if last else None,
+                "valid_measure": "estimate", "valid_tokens_scored":
+                self.cfg.eval_iters * self.cfg.batch_size * self.model_config.context_length,
+                "valid_step": self.progress.evaluated_step if last else None}
 
-    def _finish_seconds(self) -> float:
-        """What the plan keeps for the end of a run: its last evaluation and its last two saves
-        (the evaluation's and the final one), as measured, with half as much again for their
-        noise and the summary (a measured run overran a 143 s budget by 0.1 s without it)."""
-        return 1.5 * (self.eval_seconds + 2 * self.save_seconds)
+    def _full_pass_seconds(self) -> float | None:
+        """What a pass over every validation token would take, from the last evaluation's time
+        (it scored eval_iters x batch windows of each split); None before any evaluation."""
+        if not self.eval_seconds:
+            return None
+        scored = 2 * self.cfg.eval_iters * self.cfg.batch_size * self.model_config.context_length
+        return self.eval_seconds * len(self.splits["valid"]) / scored
+
+    def _full_pass_allowance(self, started: float) -> float:
+        """How long the report card's full validation pass may take: FULL_PASS_SECONDS, or
+        FULL_PASS_SHARE of the run (of its --max-time budget, which keeps time for it)."""
+        run = self.cfg.max_time if self.cfg.max_time > 0 else self.clock() - started
+        return max(FULL_PASS_SECONDS, FULL_PASS_SHARE * run)
+
+    def _end_seconds(self, started: float) -> float:
+        """What the end of a run takes: its last evaluation, its last two saves (the
+        evaluation's and the final one) and the report card's full pass, as measured."""
+        full = self._full_pass_seconds() or 0.0
+        if full > self._full_pass_allowance(started):
+            full = 0.0
+        return self.eval_seconds + 2 * self.save_seconds + full
+
+    def _out_of_time(self, started: float) -> bool:
+        """Past the point where the end of the run would overrun --max-time: the backstop for a
+        plan that was wrong (the plan itself keeps more, `_finish_seconds`)."""
+        return self.cfg.max_time > 0 \
+            and self.clock() - started + self._end_seconds(started) > self.cfg.max_time
+
+    def _finish_seconds(self, started: float) -> float:
+        """What the plan keeps for the end of a run: `_end_seconds` with half as much again for
+        their noise and the summary (a measured run overran a 143 s budget by 0.1 s without
+        it)."""
+        return 1.5 * self._end_seconds(started)
 
     def _plan(self, started: float, step_seconds: float) -> None:
         """Plan the schedule's length from the times measured so far; every process takes
@@ -600,12 +687,20 @@ class Trainer:
                            seconds_left=self.cfg.max_time - (self.clock() - started),
                            step_seconds=step_seconds,
                            # a step more than the backstop keeps, so the plan ends before it
-                           finish_seconds=self._finish_seconds() + step_seconds)
+                           finish_seconds=self._finish_seconds(started) + step_seconds)
         if self.dist.enabled:  # float64: exact for any step count
             mine = torch.tensor(float(total if self.dist.main else 0), dtype=torch.float64,
                                 device=self.device)
             total = int(self.dist.all_max(mine).item())
         self.total = total
+
+    def _thread_changes(self) -> Iterator[Notice]:
+        """--threads auto's choices, as they are made."""
+        while self.threads.changes:
+            old, new, medians = self.threads.changes.pop(0)
+            times = ", ".join(f"{medians[n] * 1000:,.0f} ms with {n}" for n in sorted(medians))
+            what = f"threads: {new}" if old is None else f"threads: {old} -> {new}"
+            yield Notice(f"{what} (a step took {times})", warning=False)
 
     def _drain_notices(self) -> Iterator[Notice]:
         while self.notices:

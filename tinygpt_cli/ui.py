@@ -120,6 +120,16 @@ def key_value_table(title: str, rows: dict[str, object]) -> None:
 
 
 @contextmanager
+def status(description: str, enabled: bool = True) -> Iterator[None]:
+    """A transient spinner on a terminal for work of a few seconds with no count to show."""
+    if not (enabled and err.is_terminal):
+        yield
+        return
+    with err.status(description):
+        yield
+
+
+@contextmanager
 def byte_progress(description: str, enabled: bool = True) -> Iterator:
     """A transient progress bar over bytes; yields a `(done, total)` callback."""
     if not enabled:
@@ -187,10 +197,12 @@ def _loss(value: float | None) -> str:
 
 
 class TrainReporter:
-    """Plain output for logs, pipes and CI: the book's lines on stdout, the rest on stderr."""
+    """Plain output for logs, pipes and CI: the book's lines on stdout (on stderr where stdout
+    carries JSON, `json_out`), the rest on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, json_out: bool = False) -> None:
         self.started = None
+        self.book_out = sys.stderr if json_out else sys.stdout
 
     def __enter__(self) -> TrainReporter:
         return self
@@ -210,17 +222,20 @@ class TrainReporter:
         where = f"{e.device}, {e.dtype}" + (f", {e.world_size} processes" if e.world_size > 1
                                              else "")
         resumed = f", resuming {e.resumed_from} at step {e.start_step}" if e.resumed_from else ""
+        budget = e.train_config.max_time
+        steps = (f"{_duration(budget)} (up to {e.max_iters:,} steps)" if budget
+                 else f"{e.max_iters} steps")
         info(f"Training {p['total'] / 1e6:.2f}M parameters ({p['embedding'] / 1e6:.2f}M "
-             f"embedding + {p['other'] / 1e6:.2f}M other) on {where}: {e.max_iters} steps of "
+             f"embedding + {p['other'] / 1e6:.2f}M other) on {where}: {steps} of "
              f"{e.tokens_per_step:,} tokens{resumed}")
 
     def on_EvalDone(self, e) -> None:  # noqa: N802
         # the book's line, to stdout, exactly as the chapter prints it
         print(f"Step: {e.step}, Training Loss: {e.train_loss:.3f}, "
-              f"Validation Loss: {e.valid_loss:.3f}", flush=True)
+              f"Validation Loss: {e.valid_loss:.3f}", file=self.book_out, flush=True)
 
     def on_Notice(self, e) -> None:  # noqa: N802
-        warn(e.message)
+        (warn if e.warning else info)(e.message)
 
     def on_Sample(self, e) -> None:  # noqa: N802
         info(f"sample at step {e.step}: {_one_line(e.text)}")
@@ -243,7 +258,7 @@ class LiveTrainDisplay(TrainReporter):
         self.sample: str | None = None
         self.marks: list[tuple[float, int]] = []  # (elapsed, step) of the recent StepDone events
         self.progress = Progress(
-            TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
+            TextColumn("[bold]{task.fields[label]}"), BarColumn(),
             TaskProgressColumn(), TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(),
             TextColumn("eta {task.fields[eta]}"), console=err)
         self.task = None
@@ -273,13 +288,24 @@ class LiveTrainDisplay(TrainReporter):
 
     def on_RunStarted(self, e) -> None:  # noqa: N802
         super().on_RunStarted(e)
-        self.task = self.progress.add_task("train", total=e.max_iters, completed=e.start_step,
-                                           rate="-", eta="-:--:--")
+        # a --max-time run's bar is its budget: the steps it takes are planned as it goes
+        self.budget = e.train_config.max_time
+        self.task = self.progress.add_task(
+            "train", total=self.budget or e.max_iters, completed=0 if self.budget
+            else e.start_step, label=f"step {e.start_step}" + ("" if self.budget
+                                                               else f"/{e.max_iters}"),
+            rate="-", eta="-:--:--")
         self.total = e.max_iters
 
     def on_StepDone(self, e) -> None:  # noqa: N802
         self.marks = (self.marks + [(e.elapsed, e.step + 1)])[-self.ETA_WINDOW:]
+        if self.budget:
+            self.progress.update(self.task, completed=min(e.elapsed, self.budget),
+                                 label=f"step {e.step + 1}", rate=_rate(e.tokens_per_sec),
+                                 eta=_duration(max(0.0, self.budget - e.elapsed)))
+            return
         self.progress.update(self.task, completed=e.step + 1, rate=_rate(e.tokens_per_sec),
+                             label=f"step {e.step + 1}/{self.total}",
                              eta=eta(self.marks, self.total))
 
     def on_EvalDone(self, e) -> None:  # noqa: N802
@@ -287,19 +313,23 @@ class LiveTrainDisplay(TrainReporter):
                           "[green]★ best[/]" if e.best else "", f"{e.lr:.2e}",
                           _rate(e.tokens_per_sec) if e.tokens_per_sec else "-",
                           _duration(e.elapsed)))
-        self.progress.update(self.task, completed=e.step)
+        if not self.budget:
+            self.progress.update(self.task, completed=e.step, label=f"step {e.step}/{self.total}")
 
     def on_Sample(self, e) -> None:  # noqa: N802
         self.sample = f"[dim]sample at step {e.step}:[/] {escape(_one_line(e.text))}"
 
     def on_RunDone(self, e) -> None:  # noqa: N802
-        self.progress.update(self.task, completed=e.steps)
+        self.progress.update(self.task, label=f"step {e.steps}" + ("" if self.budget
+                                                                     else f"/{self.total}"),
+                             completed=min(e.seconds, self.budget) if self.budget else e.steps)
         self.live.refresh()
         self.live.__exit__(None, None, None)
         train_summary(e)
 
     def on_Notice(self, e) -> None:  # noqa: N802
-        self.live.console.print(f"[yellow]warning:[/] {escape(e.message)}", soft_wrap=True)
+        label = "[yellow]warning:[/] " if e.warning else ""
+        self.live.console.print(f"{label}{escape(e.message)}", soft_wrap=True)
 
 
 def eta(marks: list[tuple[float, int]], total: int) -> str:
@@ -327,11 +357,43 @@ def train_summary(e) -> None:
     }
     if e.mfu is not None:
         rows["MFU (estimate)"] = f"{e.mfu * 100:.1f}%"
+    rows.update(report_rows(getattr(e, "report", None)))
     rows["checkpoint"] = str(e.checkpoint)
     key_value_table(title, rows)
     if e.reason != "interrupted":
         err.print(f"Generate from it: [bold]tinygpt generate --checkpoint {e.checkpoint}[/]",
                   soft_wrap=True)
+
+
+def train_json(e) -> dict:
+    """`tinygpt train --json`: the summary and the report card of a RunDone."""
+    return {"reason": e.reason, "steps": e.steps, "checkpoint": str(e.checkpoint),
+            "final_train_loss": e.final_train_loss, "final_valid_loss": e.final_valid_loss,
+            "final_step": e.final_step, "best_valid_loss": e.best_valid_loss,
+            "best_step": e.best_step, "seconds": round(e.seconds, 3),
+            "tokens_per_sec": round(e.tokens_per_sec, 1), "mfu": e.mfu, "report": e.report}
+
+
+def report_rows(card: dict | None) -> dict[str, str]:
+    """The report card's rows (`Trainer.report_card`)."""
+    if not card:
+        return {}
+    rows = {"model": f"{card['parameters'] / 1e6:,.2f}M parameters",
+            "tokens seen": f"{_count(card['tokens_seen'])} ({card['tokens_per_parameter']:,.2f} "
+                           f"per parameter, {card['epochs']:,.2f} epochs of the training split)"}
+    if card["peak_memory_bytes"] is not None:
+        rows["peak memory"] = (f"{card['peak_memory_bytes'] / 2**20:,.0f} MiB "
+                               f"({card['peak_memory_measure']})")
+    if card["valid_loss"] is not None:
+        how = ("every validation token" if card["valid_measure"] == "full"
+               else f"estimate at step {card['valid_step']}")
+        rows["validation"] = (f"loss {card['valid_loss']:.3f}, "
+                              f"{card['valid_bits_per_byte']:.3f} bits/byte ({how})")
+    return rows
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:,.2f}M" if n >= 1e6 else f"{n / 1e3:,.1f}k" if n >= 1e3 else str(n)
 
 
 # --- eval and generate ---------------------------------------------------------------------------
@@ -345,8 +407,9 @@ def eval_table(r: dict) -> None:
     if r["mode"] == "full":
         how = f"full: every token once, windows of {r['context_length']}"
     else:
+        seeds = f"seed {r['seed']}" + (f", valid {r['valid_seed']}" if "valid_seed" in r else "")
         how = (f"estimate: {r['eval_iters']} random batches of {r['batch_size']} x "
-               f"{r['context_length']} tokens, seed {r['seed']}")
+               f"{r['context_length']} tokens, {seeds}")
     step = f" at step {r['step']}" if r.get("step") is not None else ""
     # the title on a line of its own: a table title would wrap to the width of the table
     err.print(f"[bold]{escape(r['checkpoint'])}[/]{step} ({how})", soft_wrap=True)

@@ -85,6 +85,16 @@ def column_option(panel: str | None = None):
         "whole file as text.", show_default=False, rich_help_panel=panel)]
 
 
+def threads_option(panel: str | None = None):
+    """--threads, one meaning in every command that runs the model."""
+    return Annotated[str, typer.Option(
+        "--threads", metavar="auto|N", help="CPU threads for torch. auto: try 1, 2, 4, ... up to "
+        "the cores (and OMP_NUM_THREADS, if set) on the command's first steps or tokens, keep "
+        "the fastest, and measure again when the pace changes or every few seconds (a busy "
+        "machine makes extra threads wait: fewer are then faster). Under torchrun, each "
+        "process's share of the cores. N: exactly N.", rich_help_panel=panel)]
+
+
 CacheDir = cache_dir_option()
 Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Checkpoint = Annotated[Path, typer.Option(
@@ -93,6 +103,7 @@ Encoding = Annotated[str, typer.Option(
     "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
     "tiktoken's cache (TIKTOKEN_CACHE_DIR) or the network.")]
 Column = column_option()
+Threads = threads_option()
 Fast = Annotated[bool | None, typer.Option(
     "--fast/--no-fast", help="The speed path (tinygpt_cli/fast/): the same model computed "
     "faster. On by default where it applies (CPU, float32, no --compile); --no-fast runs the "

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheDir, Checkpoint, Json, funnel, importing_torch
+from .common import CacheDir, Checkpoint, Json, Threads, funnel, importing_torch
 
 
 @funnel
@@ -33,9 +33,7 @@ def eval_command(
         show_default="the seed of the training's last evaluation")] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
-    threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="CPU threads for torch. Default: torch's (one per core); 1 is "
-        "faster on a machine busy with other work.", show_default=False)] = None,
+    threads: Threads = "auto",
     cache_dir: CacheDir = None,
     json_out: Json = False,
 ) -> None:
@@ -51,18 +49,16 @@ def eval_command(
     with importing_torch():
         from .. import ui
         from ..evaluate import evaluate_checkpoint
-        from ..runtime import check_threads, resolve_device
+        from ..runtime import Threads as ThreadCount
+        from ..runtime import parse_threads, resolve_device
 
-    check_threads(threads)
+    count = parse_threads(threads)
     dev = resolve_device(device)
-    if threads is not None and dev.type == "cpu":
-        import torch
-
-        torch.set_num_threads(threads)
+    tuner = ThreadCount.resolve(count, dev)
     tty = sys.stderr.isatty()
     result = evaluate_checkpoint(
         checkpoint, dev, data=data, full=full, eval_iters=eval_iters,
-        batch_size=batch_size, seed=seed, cache_dir=cache_dir,
+        batch_size=batch_size, seed=seed, cache_dir=cache_dir, tick=tuner.tick,
         tokenize_progress=lambda: ui.byte_progress("Tokenizing", enabled=tty),
         score_progress=lambda name, total: ui.count_progress(f"Scoring {name}", total,
                                                               enabled=tty),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..generation import DEFAULT_PROMPT
-from .common import Checkpoint, Fast, funnel, importing_torch
+from .common import Checkpoint, Fast, Threads, funnel, importing_torch
 
 if TYPE_CHECKING:
     import torch
@@ -51,9 +51,7 @@ def generate_command(
         "repeatable.", show_default=False)] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
-    threads: Annotated[int, typer.Option(
-        "--threads", min=1, help="CPU threads for torch. One token at a time gains nothing from "
-        "more on a small model, and on a busy machine extra threads spin (10x slower).")] = 1,
+    threads: Threads = "auto",
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the whole window for every token instead of using the KV "
         "cache (slower; for comparison).")] = False,
@@ -80,7 +78,8 @@ def generate_command(
         from ..config import SampleConfig
         from ..errors import UsageError
         from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
-        from ..runtime import check_threads, resolve_device
+        from ..runtime import Threads as ThreadCount
+        from ..runtime import parse_threads, resolve_device
 
     stops = tuple(stop or ())
     if any(s == "" for s in stops):
@@ -88,12 +87,11 @@ def generate_command(
     config = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                           top_p=top_p, num_samples=num_samples, seed=seed, stop=stops)
     text = read_prompt(prompt, prompt_file)
-    check_threads(threads)
+    count = parse_threads(threads)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        torch.set_num_threads(threads)
     use_fast = speed_path.decide(fast, dev, torch.float32) and not no_cache  # a cached decoder
     model, vocab, _ = load_model(checkpoint, dev)
+    tuner = ThreadCount.resolve(count, dev)
     encoded = encode_prompt(vocab, text, model.config.context_length)
     if encoded.cropped:
         ui.warn(f"the prompt has {len(encoded.ids) + encoded.cropped} tokens, more than the "
@@ -103,9 +101,9 @@ def generate_command(
 
     if json_out:
         samples = generate(model, vocab, encoded, config, device=dev, use_cache=use_cache,
-                           fast=use_fast, valid_utf8=not allow_invalid_utf8)
+                           fast=use_fast, valid_utf8=not allow_invalid_utf8, tick=tuner.tick)
         ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache, use_fast,
-                            not allow_invalid_utf8))
+                            not allow_invalid_utf8, tuner.count))
         return
 
     if encoded.start_token:
@@ -124,7 +122,7 @@ def generate_command(
         begin(0)
         for event in stream_samples(model, vocab, encoded, config, device=dev,
                                     use_cache=use_cache, fast=use_fast,
-                                    valid_utf8=not allow_invalid_utf8):
+                                    valid_utf8=not allow_invalid_utf8, tick=tuner.tick):
             if isinstance(event, TextChunk):
                 ui.stream(event.text)
                 continue
@@ -157,7 +155,8 @@ def _stdout_gone() -> None:
 
 
 def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[Sample],
-          device: torch.device, use_cache: bool, fast: bool, valid_utf8: bool) -> dict:
+          device: torch.device, use_cache: bool, fast: bool, valid_utf8: bool,
+          threads: int | None) -> dict:
     tokens, seconds = sum(s.tokens for s in samples), sum(s.seconds for s in samples)
     return {
         "checkpoint": str(checkpoint),
@@ -170,7 +169,8 @@ def _json(checkpoint: Path, prompt: Prompt, config: SampleConfig, samples: list[
                      "stop": s.stop, "finishing_tokens": s.finishing_tokens,
                      "seconds": round(s.seconds, 4)} for s in samples],
         "settings": {**asdict(config), "stop": list(config.stop), "device": str(device),
-                     "kv_cache": use_cache, "fast": fast, "valid_utf8": valid_utf8},
+                     "kv_cache": use_cache, "fast": fast, "valid_utf8": valid_utf8,
+                     "threads": threads},  # what --threads ran on at the end
         "tokens": tokens,
         "seconds": round(seconds, 4),
         "tokens_per_sec": round(tokens / seconds, 2) if seconds > 0 else None,

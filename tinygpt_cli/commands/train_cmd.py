@@ -10,8 +10,15 @@ from typing import Annotated
 
 import typer
 
-from ..config import PRESETS
-from .common import cache_dir_option, column_option, funnel, importing_torch, is_rank_zero
+from ..config import AUTO, PRESETS
+from .common import (
+    cache_dir_option,
+    column_option,
+    funnel,
+    importing_torch,
+    is_rank_zero,
+    threads_option,
+)
 
 BOOK = "Model and loop (the book's defaults)"
 MORE = "Beyond the book (off or neutral by default)"
@@ -19,6 +26,7 @@ RUN = "Data, output and resume"
 WATCH = "Watching the run"
 RunColumn = column_option(RUN)
 RunCacheDir = cache_dir_option(RUN)
+RunThreads = threads_option(MORE)
 
 
 def _opt(default: str, help: str, panel: str = BOOK, **kwargs) -> typer.models.OptionInfo:
@@ -56,6 +64,7 @@ def train(
         "faster. On by default where it applies (CPU, float32, no --compile); --no-fast trains "
         "the readable model.py code as written.", show_default="auto", rich_help_panel=MORE)
     ] = None,
+    threads: RunThreads = "auto",
     compile_mode: Annotated[str, typer.Option(
         help="torch.compile mode: default, reduce-overhead (CUDA graphs: best for small models "
         "on a GPU) or max-autotune.", rich_help_panel=MORE)] = "default",
@@ -77,8 +86,11 @@ def train(
         "evaluation and save fit inside, and a decaying --lr-schedule reaches --min-lr there.",
         MORE, metavar="DURATION")] = None,
     preset: Annotated[str | None, typer.Option(
-        help=f"Named settings: {', '.join(PRESETS)} (book: the chapter's defaults; gpt2-small: "
-        "d_model 768, 12 blocks, 12 heads, context 1024).", rich_help_panel=MORE,
+        help=f"Named settings: {', '.join([AUTO, *PRESETS])}. auto: the model, batch, "
+        "schedule and dropout that --max-time (default 5m) buys on this corpus and machine, "
+        "from a few seconds' probe of training speed; it prints its choice and reasons, and "
+        "any option you give wins. book: the chapter's defaults; gpt2-small: d_model 768, 12 "
+        "blocks, 12 heads, context 1024.", rich_help_panel=MORE,
         show_default=False)] = None,
     data: Annotated[Path | None, typer.Option(
         help="Corpus to train on (tokenized and cached as by `tinygpt tokenize`). Default: the "
@@ -116,6 +128,9 @@ def train(
     sample_prompt: Annotated[str, typer.Option(
         help="Prompt for --sample-every (default: a new line, i.e. a fresh title).",
         rich_help_panel=WATCH, show_default=False)] = "\n",
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="At the end, print the run's summary and report card as JSON on stdout "
+        "(the book's per-evaluation lines then go to stderr).", rich_help_panel=WATCH)] = False,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Write the loss plot (NAME.png beside the checkpoint) at the end; needs "
         "matplotlib (the plot extra).", rich_help_panel=WATCH)] = False,
@@ -145,19 +160,30 @@ def _run(cli_values: dict) -> None:
         from ..checkpoint import saved_run
         from ..config import merge_settings, parse_duration, read_toml
         from ..data import TokenizeSettings
+        from ..runtime import parse_threads
         from ..tokenizer import FULL
         from ..train import Trainer, TrainRequest
 
+    threads = parse_threads(cli_values["threads"]) or "auto"
     command_line = dict(cli_values)
     if "max_time" in command_line:
         command_line["max_time"] = parse_duration(command_line["max_time"])
     if command_line.pop("full_vocab"):
         command_line["vocab_mode"] = FULL
-    settings = merge_settings(
-        resumed=saved_run(cli_values["resume"]) if "resume" in cli_values else None,
-        preset_name=cli_values.get("preset"),
-        file_values=read_toml(cli_values["config"]) if "config" in cli_values else None,
-        command_line=command_line)
+    file_values = read_toml(cli_values["config"]) if "config" in cli_values else None
+    talk = is_rank_zero()
+    if talk:
+        _check_extras(cli_values)  # a missing optional package is said now, not after the run
+    cache = None
+    if cli_values.get("preset") == AUTO and "resume" not in cli_values:
+        settings, cache = _auto_settings(cli_values, command_line, file_values, talk)
+    else:
+        if cli_values.get("preset") == AUTO and talk:
+            ui.info("--preset auto: a resumed run keeps its own settings")
+        settings = merge_settings(
+            resumed=saved_run(cli_values["resume"]) if "resume" in cli_values else None,
+            preset_name=None if cli_values.get("preset") == AUTO else cli_values.get("preset"),
+            file_values=file_values, command_line=command_line)
     request = TrainRequest(
         train_config=settings.train_config,
         model_options=settings.model_options,
@@ -167,28 +193,28 @@ def _run(cli_values: dict) -> None:
         out=cli_values["out"],
         resume=cli_values.get("resume"),
         compile_mode=cli_values["compile_mode"],
+        threads=threads,
         sample_every=cli_values["sample_every"],
         sample_prompt=cli_values["sample_prompt"],
         overwrite=cli_values["overwrite"],
         inputs=tuple(Path(cli_values[k]) for k in ("config",) if k in cli_values),
     )
-    talk = is_rank_zero()
-    if talk:
-        _check_extras(cli_values)  # a missing optional package is said now, not after the run
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
-        trainer = Trainer(request, tokenize_progress=progress)
+        trainer = Trainer(request, cache=cache, tokenize_progress=progress)
     if trainer.fast:
         from ..fast.allocator import keep_freed_memory
 
         keep_freed_memory()  # the process is ours: no page faults for what each step reallocates
-    reporter_cls = ui.LiveTrainDisplay if sys.stdout.isatty() and sys.stderr.isatty() \
-        else ui.TrainReporter
+    json_out = cli_values["json_out"]
+    # the live table where a person watches (stdout too, unless it carries JSON), else lines
+    live = talk and sys.stderr.isatty() and (json_out or sys.stdout.isatty())
+    reporter = ui.LiveTrainDisplay() if live else ui.TrainReporter(json_out)
     done = None
     subscribers: list = []
     try:
         if talk:
             _add_trackers(subscribers, cli_values, trainer)
-        with (reporter_cls() if talk else ui.TrainReporter()) as reporter:
+        with reporter:
             for event in trainer.run():
                 if talk:
                     reporter.handle(event)
@@ -204,12 +230,51 @@ def _run(cli_values: dict) -> None:
         from ..plotting import write_png
 
         ui.info(f"Loss plot: {write_png([request.out], related_path(request.out, 'plot'))}")
+    if talk and json_out and done is not None:
+        ui.print_json(ui.train_json(done))
     if done is not None and getattr(done, "reason", None) == "interrupted":
         name = signal.Signals(done.signum).name if done.signum else "a signal"
         if talk:
             ui.info(f"Stopped by {name} after step {done.steps}; saved {done.checkpoint}.")
             ui.info(f"Resume with: {_resume_command(done.checkpoint)}")
         raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
+
+
+def _auto_settings(cli_values: dict, command_line: dict, file_values: dict | None,
+                   talk: bool):
+    """--preset auto: tokenize, probe, choose (`autosize`), say the choice and its reasons;
+    every option given on the command line or in --config wins over the choice. Returns the
+    merged settings and the token cache."""
+    from .. import ui
+    from ..autosize import plan_run
+    from ..config import merge_settings
+    from ..data import TokenizeSettings, prepare
+    from ..errors import UsageError
+    from ..runtime import Dist
+    from ..train import check_writable
+
+    if Dist.from_env().enabled:
+        raise UsageError("--preset auto sizes a run for one process; under torchrun give the "
+                         "model options", hint="run `tinygpt train --preset auto` alone to see "
+                         "what it picks, then pass those options")
+    check_writable(Path(cli_values["out"]))  # before any work
+    base = merge_settings(file_values=file_values, command_line=command_line)
+    with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
+        cache = prepare(base.data, TokenizeSettings(**base.tokenize),
+                        cache_root=cli_values.get("cache_dir"), progress=progress)
+    with ui.status("Probing this machine's speed for --preset auto", enabled=talk):
+        plan = plan_run(cache, base.train_config, base.train_config.max_time or None)
+    given = {**(file_values or {}), **command_line}
+    kept = [f"--{k.replace('_', '-')} {given[k]}" for k in plan.options
+            if k in given and given[k] != plan.options[k]]
+    if talk:
+        for line in plan.reasons:
+            ui.info(f"--preset auto: {line}")
+        if kept:
+            ui.info(f"--preset auto: yours instead of its choice: {', '.join(kept)}")
+    settings = merge_settings(preset_values=plan.options, file_values=file_values,
+                              command_line=command_line)
+    return settings, cache
 
 
 def _check_extras(cli_values: dict) -> None:
