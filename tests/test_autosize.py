@@ -145,3 +145,40 @@ def test_preset_auto_with_resume_keeps_the_runs_settings(corpus, tmp_path, monke
     from tinygpt_cli import checkpoint as ckpt
 
     assert ckpt.load(out)["model_config"]["d_model"] == 16
+
+
+def test_a_body_too_large_for_the_corpus_is_never_chosen():
+    result = plan(2_000, 300, probe=fake_probe(rate=1e6))
+    body = 12 * result.options["num_blocks"] * result.options["d_model"] ** 2
+    assert body <= autosize.MAX_BODY_PER_TOKEN * 2_000 or len(result.candidates) == 1
+    assert any("parameters per training token" in line for line in result.reasons)
+
+
+def test_a_shape_whose_probe_runs_out_of_memory_ends_the_climb():
+    def probe(config, batch):
+        return None if config.d_model >= 80 else 10_000.0
+
+    result = plan(50_000_000, 3600, probe=probe)
+    assert result.options["d_model"] < 80
+    assert any("would not fit in memory" in line for line in result.reasons)
+
+
+def test_options_the_user_gives_recompute_what_follows_from_them():
+    options = plan(300_000, 143).options
+    given = {"learning_rate": 1e-4, "max_iters": 20, "context_length": 32}
+    out = autosize.fitted(options, given)
+    assert out["min_lr"] == pytest.approx(1e-5)  # never above the user's rate
+    assert out["warmup_iters"] <= 1 and out["eval_interval"] <= 20 // autosize.EVALUATIONS + 1
+    assert out["batch_size"] * 32 == options["batch_size"] * options["context_length"]
+    assert autosize.fitted(options, {"min_lr": 0.0, "learning_rate": 1e-4})["min_lr"] == \
+        options["min_lr"]  # a value the user gave is theirs (the merge puts it in)
+
+
+def test_a_corpus_too_small_to_train_on_is_one_error(tmp_path, quick_probe):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world\n")
+    result = CliRunner().invoke(app, ["train", "--data", str(tiny), "--preset", "auto",
+                                      "--out", str(tmp_path / "model.ckpt")])
+    assert result.exit_code == 2, result.output
+    assert "error: --preset auto: the corpus is too small to train on" in result.stderr
+    assert "Traceback" not in result.output

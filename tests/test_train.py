@@ -576,3 +576,26 @@ def test_every_evaluation_scores_the_same_validation_windows(token_cache, tmp_pa
     assert len(evals) == 4
     assert len({e.valid_loss for e in evals}) == 1
     assert len({e.train_loss for e in evals}) == 4
+
+
+def test_a_signal_during_the_report_cards_pass_leaves_the_estimate(token_cache, tmp_path):
+    trainer = make_trainer(token_cache, tmp_path / "model.ckpt", max_iters=6)
+    run_all(trainer)
+    asked = []
+    card = trainer.report_card(64, 1000.0, trainer.clock(),
+                               stop=lambda: asked.append(1) or True)
+    assert asked and card["valid_measure"] == "estimate"
+
+
+def test_a_timed_run_saves_its_plan_and_a_resume_without_a_budget_ends_there(token_cache,
+                                                                           tmp_path):
+    from tinygpt_cli.config import merge_settings
+
+    out = tmp_path / "model.ckpt"
+    events, _, _ = budget_run(token_cache, out)
+    done = of(events, RunDone)[0]
+    saved = ckpt.saved_run(out)
+    assert saved["planned_steps"] == done.steps
+    assert merge_settings(resumed=saved).train_config.max_iters == done.steps
+    again = merge_settings(resumed=saved, command_line={"max_time": 50.0})
+    assert again.train_config.max_iters == 100_000  # a new budget plans anew

@@ -40,6 +40,9 @@ EVALUATIONS = 8
 # the 2-core development machine (benchmarks/README.md): at a few minutes of a CPU the tokens
 # seen count for more than Chinchilla's own constants say (they were fitted at 10^18+ FLOPs).
 LAW_A, LAW_ALPHA, LAW_B, LAW_BETA = 80.0, 0.5, 165.0, 0.5
+# A body of more than this many parameters per training token only memorises the corpus (the
+# law has no term for it): the climb stops there, whatever the law says.
+MAX_BODY_PER_TOKEN = 40
 REPEAT_DECAY = 15.4  # Muennighoff's R*: repeated epochs of the same text are worth less
 
 
@@ -85,10 +88,11 @@ def dropout_for(epochs: float) -> float:
 
 
 def choose(*, train_tokens: int, vocab_size: int, seconds: float, device_type: str,
-           probe: Callable[[ModelConfig, int], float], max_context: int,
+           probe: Callable[[ModelConfig, int], float | None], max_context: int,
            fits: Callable[[ModelConfig, int], bool] = lambda config, batch: True) -> Plan:
     """Probe the ladder from its smallest shape up and keep the one the law ranks best; stop
-    climbing once a shape predicts worse than the best so far, or does not fit memory."""
+    climbing once a shape predicts worse than the best so far, does not fit memory (`fits`
+    false, or `probe` None), or has a body too large for the corpus (MAX_BODY_PER_TOKEN)."""
     step_tokens = STEP_TOKENS["cpu" if device_type == "cpu" else "gpu"]
     candidates: list[Candidate] = []
     stopped = "the ladder ends there"
@@ -97,13 +101,18 @@ def choose(*, train_tokens: int, vocab_size: int, seconds: float, device_type: s
         batch = max(1, step_tokens // context)
         config = ModelConfig(vocab_size=vocab_size, d_model=d_model, num_blocks=blocks,
                              num_heads=heads, context_length=context, dropout=0.0)
-        if not fits(config, batch):
+        body = 12 * blocks * d_model ** 2
+        if candidates and body > MAX_BODY_PER_TOKEN * train_tokens:
+            stopped = (f"d_model {d_model} with {blocks} blocks has more than "
+                       f"{MAX_BODY_PER_TOKEN} parameters per training token")
+            break
+        rate = probe(config, batch) if fits(config, batch) else None
+        if rate is None:
             stopped = f"d_model {d_model} with {blocks} blocks would not fit in memory"
             break
-        rate = probe(config, batch)
         tokens = rate * seconds * BUSY_SHARE
         candidate = Candidate(config, batch, rate, tokens, tokens / max(train_tokens, 1),
-                              predicted_loss(12 * blocks * d_model ** 2, tokens, train_tokens))
+                              predicted_loss(body, tokens, train_tokens))
         candidates.append(candidate)
         if candidate.loss > min(c.loss for c in candidates):
             stopped = (f"d_model {d_model} with {blocks} blocks predicts worse: a larger body "
@@ -133,6 +142,23 @@ def _options(best: Candidate, seconds: float) -> dict:
         "max_iters": 3 * steps + 100,
         "eval_interval": max(50, steps // EVALUATIONS), "eval_iters": 10,
     }
+
+
+def fitted(options: dict, given: dict) -> dict:
+    """The choice, with what follows from an option the user gave (`given`) recomputed from it:
+    the final learning rate from --learning-rate, warmup and the evaluation interval from
+    --max-iters, the batch (the same tokens a step) from --context-length."""
+    out = dict(options)
+    if "learning_rate" in given and "min_lr" not in given:
+        out["min_lr"] = given["learning_rate"] / 10
+    if "max_iters" in given:
+        steps = int(given["max_iters"])
+        out["warmup_iters"] = min(out["warmup_iters"], steps // 20)
+        out["eval_interval"] = max(1, min(out["eval_interval"], steps // EVALUATIONS))
+    if "context_length" in given and "batch_size" not in given:
+        step_tokens = options["batch_size"] * options["context_length"]
+        out["batch_size"] = max(1, step_tokens // int(given["context_length"]))
+    return out
 
 
 def _reasons(best: Candidate, candidates: list[Candidate], train_tokens: int,
@@ -198,15 +224,29 @@ def plan_run(cache, train_config, seconds: float | None) -> Plan:
                                attention_weights=device.type == "cpu")
         return memory is None or need <= 0.8 * memory
 
-    def probe(config: ModelConfig, batch: int) -> float:
+    def probe(config: ModelConfig, batch: int) -> float | None:
         autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 \
             else nullcontext()
-        with autocast:
-            return probe_throughput(config, batch, device, use_fast)
+        try:
+            with autocast:
+                return probe_throughput(config, batch, device, use_fast)
+        except torch.OutOfMemoryError:  # the device's memory is shared, or fragmented
+            return None
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
+    fits_context = max_context_length(cache)
+    if fits_context < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"--preset auto: the corpus is too small to train on (its "
+                         f"{len(cache.train):,} training and {len(cache.valid):,} validation "
+                         "tokens cannot fill a window of 2)",
+                         hint="use more text, or change --val-fraction")
     plan = choose(train_tokens=len(cache.train), vocab_size=cache.vocab.size,
                   seconds=seconds or DEFAULT_SECONDS, device_type=device.type, probe=probe,
-                  max_context=max_context_length(cache), fits=fits)
+                  max_context=fits_context, fits=fits)
     if not seconds:
         plan.reasons.insert(0, f"no --max-time: sized for {DEFAULT_SECONDS / 60:g} minutes, "
                                "and the run stops there (give --max-time to change it)")

@@ -357,7 +357,8 @@ def saved_run(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return {"model_config": dict(state.get("model_config", {})),
-                "train_config": dict(state["train_config"]), "data": dict(state.get("data", {}))}
+                "train_config": dict(state["train_config"]), "data": dict(state.get("data", {})),
+                "planned_steps": state.get("planned_steps")}
     except Exception:  # any unreadable or foreign file: the Trainer's load names the problem
         return {}
 

@@ -263,6 +263,13 @@ def merge_settings(*, resumed: dict | None = None, preset_name: str | None = Non
         preset_values = preset(preset_name) if preset_name else {}
     for layer in (preset_values, file_values or {}, command_line):
         values.update({k: v for k, v in layer.items() if k in known})
+    # a --max-time run resumed without a budget of its own ends where its plan ended (not at
+    # the bound --preset auto set), so its schedule goes on decaying as planned
+    given = {**(file_values or {}), **command_line}
+    planned = resumed.get("planned_steps")
+    if planned and resumed.get("train_config", {}).get("max_time", 0) > 0 \
+            and "max_time" not in given and "max_iters" not in given:
+        values["max_iters"] = int(planned)
     tokenize = {}
     if "data" not in command_line:
         recorded = resumed.get("data", {}).get("settings", {})

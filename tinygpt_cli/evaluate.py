@@ -82,13 +82,15 @@ def window_batch_size(batch_size: int, context_length: int, vocab_size: int) -> 
 @torch.no_grad()
 def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int,
               batch_size: int, advance: Callable[[int], None] | None = None,
-              autocast: AbstractContextManager | None = None) -> tuple[float, int]:
+              autocast: AbstractContextManager | None = None,
+              stop: Callable[[], bool] | None = None) -> tuple[float, int]:
     """Score every token of `data` once: (mean loss in nats per token, tokens scored).
 
     Non-overlapping windows: the first predicts tokens 1..T from 0..T-1, the next T+1..2T from
     T..2T-1, and so on; the tail shorter than a window is scored as one shorter sequence. So every
     token but the first is a target exactly once (N - 1 of them), each seeing up to T-1 tokens
     before it in its window. `advance(n)` is called after each forward pass with the windows done.
+    Raises Stopped as soon as `stop()` is true (it is asked between forward passes).
     """
     n_targets = len(data) - 1
     if n_targets < 1:
@@ -100,6 +102,9 @@ def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int
     n_full = n_targets // T
     offsets = torch.arange(T + 1, device=data.device)  # (T+1,)
     for lo in range(0, n_full, batch_size):
+        if stop is not None and stop():
+            model.train(was_training)
+            raise Stopped
         hi = min(n_full, lo + batch_size)
         starts = torch.arange(lo, hi, device=data.device) * T  # (B,)
         chunk = data[starts[:, None] + offsets].long()  # (B, T+1)
@@ -119,11 +124,12 @@ def full_loss(model: torch.nn.Module, data: torch.Tensor, *, context_length: int
 def full_split(model: torch.nn.Module, data: torch.Tensor, nbytes: int, vocab, *,
                context_length: int, batch_size: int,
                advance: Callable[[int], None] | None = None,
-               autocast: AbstractContextManager | None = None) -> tuple[float, int, float]:
+               autocast: AbstractContextManager | None = None,
+               stop: Callable[[], bool] | None = None) -> tuple[float, int, float]:
     """`full_loss` over a split of `nbytes` bytes, and its bits per byte: (loss, tokens scored,
     bits per byte over exactly the bytes of the tokens scored, all but the first token's)."""
     loss, scored = full_loss(model, data, context_length=context_length, batch_size=batch_size,
-                             advance=advance, autocast=autocast)
+                             advance=advance, autocast=autocast, stop=stop)
     scored_bytes = nbytes - len(vocab.token_bytes(int(data[0]))) if len(data) else 0
     return loss, scored, bits_per_byte(loss, scored, scored_bytes)
 

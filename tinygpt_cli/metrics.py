@@ -3,7 +3,8 @@ trainer, and its one reader, used by `plot` and `info`, so its format has one ow
 
 One JSON object per line: {"type": "eval", "step", "train_loss", "valid_loss", ...} at each
 evaluation, {"type": "train", "step", "loss", ...} every log interval (the running mean of the
-training loss since the last one), and {"type": "sample", "step", "text"} for --sample-every.
+training loss since the last one), {"type": "sample", "step", "text"} for --sample-every,
+and last {"type": "report", "steps", ...}: the run's report card (`Trainer.report_card`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class MetricsWriter:
                 record = json.loads(line)
                 step = int(record["step"])
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut off by a crash
+                # a line cut off by a crash, or the report card of the run before (no "step":
+                # the resumed run ends with its own)
+                continue
             kind = record.get("type")
             # an evaluation at the resume step ran before its checkpoint was saved, and a sample
             # at it after the step that led there: neither is repeated by the resumed run

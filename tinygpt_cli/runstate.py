@@ -30,6 +30,7 @@ class Progress:
     best_step: int | None = None
     evaluated_step: int | None = None  # so a resume does not repeat that evaluation
     last_losses: tuple[float, float] | None = None  # (train, valid) of the last evaluation
+    planned: int | None = None  # a --max-time run's planned last step (`Trainer._plan`)
 
 
 def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config: TrainConfig,
@@ -63,6 +64,7 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
         "best_step": progress.best_step,
         "evaluated_step": progress.evaluated_step,
         "last_losses": list(progress.last_losses) if progress.last_losses else None,
+        "planned_steps": progress.planned,
         "valid_windows": "fixed",  # the same at every evaluation (evaluate.evaluation_seed)
         "rng": rng,
         "world_size": dist.world_size,
@@ -116,7 +118,8 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
         step=int(state["step"]), best_valid=state.get("best_valid_loss"),
         best_step=state.get("best_step"), evaluated_step=state.get("evaluated_step"),
         # a resume that starts at its last evaluation still reports those losses at the end
-        last_losses=tuple(state["last_losses"]) if state.get("last_losses") else None)
+        last_losses=tuple(state["last_losses"]) if state.get("last_losses") else None,
+        planned=state.get("planned_steps"))
 
     notices = []
     rng = state.get("rng", {})

@@ -245,12 +245,32 @@ def training_memory(params: int, config, batch_size: int, eval_iters: int,
     return 16 * params + 4 * B * T * per_token + 16 * eval_iters * B * (T + 1)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start `peak_memory`'s count here (a run after `--preset auto`'s probe of larger models):
+    on a GPU torch's own counter; on Linux the process's high-water mark (clear_refs 5)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:  # not Linux, or not allowed: the peak is then the process's
+        pass
+
+
 def peak_memory(device: torch.device) -> tuple[int | None, str]:
     """The most memory the run has held, in bytes, and what was measured: on a GPU the tensors
     torch allocated there; elsewhere the process's peak resident memory (Python and torch
     included), where the platform says."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "GPU tensors"
+    try:
+        with open("/proc/self/status") as file:  # Linux: VmHWM honours reset_peak_memory
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "process resident"
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -53,6 +53,7 @@ from .runtime import (
     memory_bytes,
     peak_flops,
     peak_memory,
+    reset_peak_memory,
     resolve_device,
     resolve_dtype,
     training_memory,
@@ -174,6 +175,7 @@ class Trainer:
         self.saver = _saver(self.fast)
         self._saving: list[tuple[Future | None, list[CheckpointSaved]]] = []  # not yet reported
         self.dist.init(self.device)
+        reset_peak_memory(self.device)  # the run's own peak, not a --preset auto probe's
         try:
             self._setup(request, cache, tokenize_progress)
         except BaseException:
@@ -549,9 +551,12 @@ class Trainer:
             yield from self._settle_saves()
             self.save(self.out)
             yield from self._settle_saves()  # so no process leaves while process 0 still saves
+            # a stop asked for: no more work; one during the report's pass: it ends there
             report = self.report_card(tokens_per_step, train_tokens / train_time
                                       if train_time else 0.0, started,
-                                      full=reason != "interrupted")  # a stop asked: no more work
+                                      full=reason != "interrupted", stop=stop)
+            if stop.signum is not None and reason != "interrupted":
+                reason, signum = "interrupted", stop.signum
             metrics.write({"type": "report", **rounded(report)})
             self.dist.barrier()  # nor before every other has left the last collective
         yield from self._drain_notices()
@@ -610,12 +615,12 @@ class Trainer:
         return Sample(step, prompt, vocab.decode(ids))
 
     def report_card(self, tokens_per_step: int, tokens_per_sec: float, started: float,
-                    full: bool = True) -> dict:
+                    full: bool = True, stop: Callable[[], bool] | None = None) -> dict:
         """What the run bought: its size, the tokens it saw (per parameter, and in epochs of the
         training split), its pace and peak memory, and the final model's validation loss and
         bits per byte, from a pass over every validation token when that is cheap
-        (`_full_pass_seconds`) and `full`, else from the last evaluation's estimate (and it says
-        so)."""
+        (`_full_pass_seconds`) and `full`, else (or when `stop()` turns true during the pass)
+        from the last evaluation's estimate (and it says so)."""
         params = self.model.num_params()["total"]
         seen = self.step * tokens_per_step
         memory, measured = peak_memory(self.device)
@@ -624,19 +629,23 @@ class Trainer:
         card = {"steps": self.step, "parameters": params, "tokens_seen": seen,
                 "tokens_per_parameter": seen / params, "epochs": seen / len(self.splits["train"]),
                 "tokens_per_sec": tokens_per_sec, "peak_memory_bytes": memory,
-                "peak_memory_measure": measured, "threads": self.threads.count}
+                "peak_memory_measure": measured,
+                "threads": self.threads.choice or self.threads.count}
         cost = self._full_pass_seconds()
         if full and cost is not None and cost <= self._full_pass_allowance(started):
             t0 = self.clock()
-            loss, scored, bpb = full_split(
-                self.model, valid, nbytes, self.cache.vocab,
-                context_length=self.model_config.context_length,
-                batch_size=window_batch_size(32, self.model_config.context_length,
-                                             self.model_config.vocab_size),
-                autocast=self.autocast())
-            return {**card, "valid_loss": loss, "valid_bits_per_byte": bpb,
-                    "valid_measure": "full", "valid_tokens_scored": scored,
-                    "valid_step": self.step, "valid_seconds": self.clock() - t0}
+            try:
+                loss, scored, bpb = full_split(
+                    self.model, valid, nbytes, self.cache.vocab,
+                    context_length=self.model_config.context_length,
+                    batch_size=window_batch_size(32, self.model_config.context_length,
+                                                 self.model_config.vocab_size),
+                    autocast=self.autocast(), stop=stop)
+                return {**card, "valid_loss": loss, "valid_bits_per_byte": bpb,
+                        "valid_measure": "full", "valid_tokens_scored": scored,
+                        "valid_step": self.step, "valid_seconds": self.clock() - t0}
+            except Stopped:
+                pass
         last = self.progress.last_losses
         loss = last[1] if last else None
         return {**card, "valid_loss": loss,
@@ -692,7 +701,7 @@ class Trainer:
             mine = torch.tensor(float(total if self.dist.main else 0), dtype=torch.float64,
                                 device=self.device)
             total = int(self.dist.all_max(mine).item())
-        self.total = total
+        self.total = self.progress.planned = total
 
     def _thread_changes(self) -> Iterator[Notice]:
         """--threads auto's choices, as they are made."""

@@ -89,10 +89,12 @@ def threads_option(panel: str | None = None):
     """--threads, one meaning in every command that runs the model."""
     return Annotated[str, typer.Option(
         "--threads", metavar="auto|N", help="CPU threads for torch. auto: try 1, 2, 4, ... up to "
-        "the cores (and OMP_NUM_THREADS, if set) on the command's first steps or tokens, keep "
-        "the fastest, and measure again when the pace changes or every few seconds (a busy "
-        "machine makes extra threads wait: fewer are then faster). Under torchrun, each "
-        "process's share of the cores. N: exactly N.", rich_help_panel=panel)]
+        "the cores (and OMP_NUM_THREADS, if set) on the command's first units of work (training "
+        "steps, generated tokens, the passes of eval --full; eval's estimate is too short to "
+        "measure and runs on all), keep the fastest, and measure again when the pace changes "
+        "or every few seconds (a busy machine makes extra threads wait: fewer are then "
+        "faster). Under torchrun, each process's share of the cores. N: exactly N.",
+        rich_help_panel=panel)]
 
 
 CacheDir = cache_dir_option()

@@ -87,7 +87,8 @@ def train(
         MORE, metavar="DURATION")] = None,
     preset: Annotated[str | None, typer.Option(
         help=f"Named settings: {', '.join([AUTO, *PRESETS])}. auto: the model, batch, "
-        "schedule and dropout that --max-time (default 5m) buys on this corpus and machine, "
+        "schedule and dropout that --max-time (or 5 minutes without it) buys on this corpus and "
+        "machine, "
         "from a few seconds' probe of training speed; it prints its choice and reasons, and "
         "any option you give wins. book: the chapter's defaults; gpt2-small: d_model 768, 12 "
         "blocks, 12 heads, context 1024.", rich_help_panel=MORE,
@@ -176,7 +177,7 @@ def _run(cli_values: dict) -> None:
         _check_extras(cli_values)  # a missing optional package is said now, not after the run
     cache = None
     if cli_values.get("preset") == AUTO and "resume" not in cli_values:
-        settings, cache = _auto_settings(cli_values, command_line, file_values, talk)
+        settings, cache = _auto_settings(cli_values, command_line, file_values, talk, threads)
     else:
         if cli_values.get("preset") == AUTO and talk:
             ui.info("--preset auto: a resumed run keeps its own settings")
@@ -241,12 +242,12 @@ def _run(cli_values: dict) -> None:
 
 
 def _auto_settings(cli_values: dict, command_line: dict, file_values: dict | None,
-                   talk: bool):
+                   talk: bool, threads: int | str):
     """--preset auto: tokenize, probe, choose (`autosize`), say the choice and its reasons;
     every option given on the command line or in --config wins over the choice. Returns the
     merged settings and the token cache."""
     from .. import ui
-    from ..autosize import plan_run
+    from ..autosize import fitted, plan_run
     from ..config import merge_settings
     from ..data import TokenizeSettings, prepare
     from ..errors import UsageError
@@ -262,9 +263,14 @@ def _auto_settings(cli_values: dict, command_line: dict, file_values: dict | Non
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
         cache = prepare(base.data, TokenizeSettings(**base.tokenize),
                         cache_root=cli_values.get("cache_dir"), progress=progress)
+    if isinstance(threads, int):  # the probe measures on the threads the run will have
+        import torch
+
+        torch.set_num_threads(threads)
     with ui.status("Probing this machine's speed for --preset auto", enabled=talk):
         plan = plan_run(cache, base.train_config, base.train_config.max_time or None)
     given = {**(file_values or {}), **command_line}
+    plan.options = fitted(plan.options, given)
     kept = [f"--{k.replace('_', '-')} {given[k]}" for k in plan.options
             if k in given and given[k] != plan.options[k]]
     if talk:
