@@ -33,3 +33,16 @@ def test_the_bar_counts_steps_or_the_budget(max_time):
         else:
             assert (task.completed, task.total) == (100, 5000)
             assert task.fields["label"] == "step 100/5000"
+
+
+def test_a_timed_run_that_max_iters_ends_first_fills_the_bar_by_steps():
+    display = ui.LiveTrainDisplay()
+    with display:
+        display.handle(RunStarted("cpu", "float32", 1, {"total": 10, "embedding": 4, "other": 6},
+                                  256, 0, 200, ModelConfig(vocab_size=100),
+                                  TrainConfig(max_time=600.0), {}, Path("model.ckpt"), None))
+        for step, elapsed in ((49, 5.0), (99, 10.0)):
+            display.handle(StepDone(step, 5.0, 1e-3, 1000.0, elapsed))
+        task = display.progress.tasks[0]
+        assert task.completed == pytest.approx(300.0)  # half the steps: half the bar
+        assert task.fields["eta"] == "0:10"  # 100 steps left at 10 steps a second

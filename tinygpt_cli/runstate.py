@@ -31,6 +31,9 @@ class Progress:
     evaluated_step: int | None = None  # so a resume does not repeat that evaluation
     last_losses: tuple[float, float] | None = None  # (train, valid) of the last evaluation
     planned: int | None = None  # a --max-time run's planned last step (`Trainer._plan`)
+    # whether `last_losses` scored the fixed validation windows (evaluate.evaluation_seed); a
+    # checkpoint of an older tinygpt drew them afresh at each evaluation
+    fixed_windows: bool = True
 
 
 def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config: TrainConfig,
@@ -65,7 +68,8 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
         "evaluated_step": progress.evaluated_step,
         "last_losses": list(progress.last_losses) if progress.last_losses else None,
         "planned_steps": progress.planned,
-        "valid_windows": "fixed",  # the same at every evaluation (evaluate.evaluation_seed)
+        # the same at every evaluation (evaluate.evaluation_seed)
+        "valid_windows": "fixed" if progress.fixed_windows else "drawn",
         "rng": rng,
         "world_size": dist.world_size,
     }
@@ -119,7 +123,8 @@ def restore(state: dict, source: Path, *, model: torch.nn.Module, model_config: 
         best_step=state.get("best_step"), evaluated_step=state.get("evaluated_step"),
         # a resume that starts at its last evaluation still reports those losses at the end
         last_losses=tuple(state["last_losses"]) if state.get("last_losses") else None,
-        planned=state.get("planned_steps"))
+        planned=state.get("planned_steps"),
+        fixed_windows=state.get("valid_windows") == "fixed" or not state.get("last_losses"))
 
     notices = []
     rng = state.get("rng", {})

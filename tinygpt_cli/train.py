@@ -67,7 +67,8 @@ MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is declared diver
 WARMUP_STEPS = 3
 PLAN_EVERY = 10
 # The report card scores every validation token when that takes at most FULL_PASS_SECONDS or
-# FULL_PASS_SHARE of the run, whichever is more; else it reports the last estimate.
+# FULL_PASS_SHARE of the run, whichever is more (of a --max-time budget: FULL_PASS_SHARE);
+# else it reports the last estimate.
 FULL_PASS_SECONDS = 5.0
 FULL_PASS_SHARE = 0.05
 
@@ -582,6 +583,7 @@ class Trainer:
         train_loss, valid_loss = losses
         progress = self.progress
         progress.last_losses, progress.evaluated_step = (train_loss, valid_loss), step
+        progress.fixed_windows = True
         is_best = math.isfinite(valid_loss) and (progress.best_valid is None
                                                  or valid_loss < progress.best_valid)
         if is_best:
@@ -664,10 +666,12 @@ class Trainer:
         return self.eval_seconds * len(self.splits["valid"]) / scored
 
     def _full_pass_allowance(self, started: float) -> float:
-        """How long the report card's full validation pass may take: FULL_PASS_SECONDS, or
-        FULL_PASS_SHARE of the run (of its --max-time budget, which keeps time for it)."""
-        run = self.cfg.max_time if self.cfg.max_time > 0 else self.clock() - started
-        return max(FULL_PASS_SECONDS, FULL_PASS_SHARE * run)
+        """How long the report card's full validation pass may take: FULL_PASS_SECONDS or
+        FULL_PASS_SHARE of the run, whichever is more; with --max-time, FULL_PASS_SHARE of the
+        budget (which keeps time for it)."""
+        if self.cfg.max_time > 0:  # a short budget is not spent on the report
+            return FULL_PASS_SHARE * self.cfg.max_time
+        return max(FULL_PASS_SECONDS, FULL_PASS_SHARE * (self.clock() - started))
 
     def _end_seconds(self, started: float) -> float:
         """What the end of a run takes: its last evaluation, its last two saves (the

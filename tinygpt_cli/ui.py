@@ -6,6 +6,7 @@ stdout carries data (generated text, --json results); everything else goes to st
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -299,10 +300,12 @@ class LiveTrainDisplay(TrainReporter):
 
     def on_StepDone(self, e) -> None:  # noqa: N802
         self.marks = (self.marks + [(e.elapsed, e.step + 1)])[-self.ETA_WINDOW:]
-        if self.budget:
-            self.progress.update(self.task, completed=min(e.elapsed, self.budget),
+        if self.budget:  # the budget, or --max-iters where that comes first
+            by_steps = self.budget * (e.step + 1) / self.total
+            left = min(self.budget - e.elapsed, _seconds_left(self.marks, self.total))
+            self.progress.update(self.task, completed=min(max(e.elapsed, by_steps), self.budget),
                                  label=f"step {e.step + 1}", rate=_rate(e.tokens_per_sec),
-                                 eta=_duration(max(0.0, self.budget - e.elapsed)))
+                                 eta=_duration(max(0.0, left)))
             return
         self.progress.update(self.task, completed=e.step + 1, rate=_rate(e.tokens_per_sec),
                              label=f"step {e.step + 1}/{self.total}",
@@ -335,11 +338,19 @@ class LiveTrainDisplay(TrainReporter):
 def eta(marks: list[tuple[float, int]], total: int) -> str:
     """Time left at the recent pace: steps per wall-clock second between the oldest and newest
     of `marks` ((elapsed, steps done) pairs), evaluations and saves included."""
-    if len(marks) < 2 or marks[-1][0] <= marks[0][0] or marks[-1][1] <= marks[0][1]:
+    seconds = _seconds_left(marks, total)
+    if seconds == math.inf:
         return "-:--:--"
-    rate = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
-    seconds = int(max(0, total - marks[-1][1]) / rate)
+    seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _seconds_left(marks: list[tuple[float, int]], total: int) -> float:
+    """`eta`'s seconds; infinite before there is a pace to go by."""
+    if len(marks) < 2 or marks[-1][0] <= marks[0][0] or marks[-1][1] <= marks[0][1]:
+        return math.inf
+    rate = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+    return max(0, total - marks[-1][1]) / rate
 
 
 def train_summary(e) -> None:
