@@ -7,6 +7,8 @@ refused and never executed. The book's two keys (`model_state_dict`, `h_params`)
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import pickle
 import shutil
@@ -24,13 +26,21 @@ import torch
 
 from . import __version__
 from .config import ModelConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .files import permit_like_a_new_file, write_hint
 from .runtime import memory_bytes
 from .tokenizer import Vocabulary
 
 FORMAT_VERSION = 1
 REQUIRED = ("model_state_dict", "h_params", "model_config", "tokenizer", "format_version")
+# `tinygpt export --format safetensors` (export.py) writes a folder that loads as a checkpoint:
+FOLDER_FORMAT = "tinygpt-safetensors"
+FOLDER_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+IDS = "tokenizer.ids"  # the vocabulary's token ids, beside the weights
+# what config.json carries over from the checkpoint (plain values only)
+RECORDED = ("h_params", "train_config", "data", "step", "evaluated_step", "last_losses",
+            "best_valid_loss", "best_step", "valid_windows", "world_size")
 
 
 def related_path(checkpoint: Path, kind: str) -> Path:
@@ -185,6 +195,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint",
                               hint="train one with `tinygpt train`, or pass --checkpoint PATH")
     if path.is_dir():
+        if (path / CONFIG).is_file():  # `tinygpt export --format safetensors`: no pickle
+            return load_folder(path)
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
@@ -224,6 +236,43 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path} was written by a newer tinygpt "
                               f"({state.get('tinygpt_version')}); upgrade tinygpt to load it")
     return state
+
+
+def load_folder(path: Path) -> dict:
+    """An exported folder as a checkpoint's state (what `checkpoint.load` returns), read without
+    pickle; `checkpoint.check` then holds it to the same rules as a checkpoint."""
+    path = Path(path)
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / CONFIG} is not readable JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FOLDER_FORMAT:
+        raise CheckpointError(f"{path} is not a tinygpt export (its {CONFIG} does not say "
+                              f"format {FOLDER_FORMAT!r})")
+    if not isinstance(config.get("format_version"), int) \
+            or config["format_version"] > FOLDER_VERSION:
+        raise CheckpointError(f"{path} was exported by a newer tinygpt "
+                              f"({config.get('tinygpt_version')}); upgrade tinygpt to load it")
+    if importlib.util.find_spec("safetensors") is None:
+        raise UsageError(f"{path} is a safetensors export: pip install 'tinygpt[safetensors]'")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path / WEIGHTS))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path / WEIGHTS} is missing or not a safetensors file "
+                              f"({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    ids = tensors.pop(IDS, None)
+    model_config = config.get("model_config")
+    tokenizer = config.get("tokenizer")
+    if not isinstance(tokenizer, dict):
+        raise CheckpointError(f"{path} is not a tinygpt export (no tokenizer in its {CONFIG})")
+    state = {key: config[key] for key in RECORDED if key in config}
+    return {**state, "model_state_dict": tensors, "model_config": model_config,
+            "tokenizer": {**tokenizer, "ids": ids},
+            "h_params": state.get("h_params", dict(model_config or {})),
+            "format_version": 1, "tinygpt_version": config.get("tinygpt_version")}
 
 
 # What a checkpoint's configuration may hold: far beyond any model tinygpt trains, far below what

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import eval_cmd, generate_cmd, info_cmd, plot_cmd, tokenize_cmd, train_cmd
+from .commands import (
+    eval_cmd,
+    export_cmd,
+    generate_cmd,
+    info_cmd,
+    plot_cmd,
+    tokenize_cmd,
+    train_cmd,
+)
 from .commands.help import suggest, use_plain_hints
 
 use_plain_hints()
@@ -46,6 +54,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("generate")(generate_cmd.generate_command)
 app.command("plot")(plot_cmd.plot)
 app.command("info")(info_cmd.info)
+app.command("export")(export_cmd.export_command)
 
 
 def main() -> None:

@@ -48,7 +48,9 @@ def checkpoint_info(path: Path) -> dict:
     related = {kind: ckpt.related_path(path, kind) for kind in ("best", "metrics", "plot")}
     return {
         "path": str(path),
-        "file_bytes": path.stat().st_size,
+        # an exported folder (tinygpt export): its files together
+        "file_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+        if path.is_dir() else path.stat().st_size,
         "tinygpt_version": state.get("tinygpt_version"),
         "format_version": state["format_version"],
         "model_config": dict(state["model_config"]),
