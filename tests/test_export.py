@@ -98,16 +98,64 @@ def test_info_describes_the_folder(tiny, tmp_path):
     assert info["file_bytes"] == sum(p.stat().st_size for p in out.iterdir())
 
 
-def test_a_folder_that_is_not_empty_is_refused_unless_forced(tiny, tmp_path):
-    out = tmp_path / "export"
+def test_only_an_earlier_export_is_replaced_and_only_with_force(tiny, tmp_path):
+    out = tmp_path / "notes"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert_user_error(invoke("export", "-c", tiny.checkpoint, "--out", out), 2,
+    for force in ([], ["--force"]):  # a folder of anything else: never
+        assert_user_error(invoke("export", "-c", tiny.checkpoint, "--out", out, *force), 2,
+                          "exists and is not empty")
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    again = exported(tiny, tmp_path)  # an earlier export: with --force
+    before = (again / "config.json").read_text()
+    assert_user_error(invoke("export", "-c", tiny.checkpoint, "--out", again), 2,
                       "exists and is not empty")
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
-    result = invoke("export", "-c", tiny.checkpoint, "--out", out, "--force")
+    result = invoke("export", "-c", tiny.checkpoint, "--out", again, "--force")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in again.iterdir()) == ["config.json", "model.safetensors"]
+    assert (again / "config.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "notes"]  # none aside
+
+
+def test_the_checkpoints_own_folder_is_never_the_output(tiny, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.ckpt").write_bytes(tiny.checkpoint.read_bytes())
+    for out in (run, tmp_path):
+        assert_user_error(invoke("export", "-c", run / "model.ckpt", "--out", out, "--force"),
+                          2, "holds the checkpoint being exported")
+    assert [p.name for p in run.iterdir()] == ["model.ckpt"]
+
+
+def test_an_export_cannot_be_resumed(tiny, tmp_path, corpus):
+    out = exported(tiny, tmp_path)
+    result = invoke("train", "--data", corpus, "--resume", out, "--out", tmp_path / "m.ckpt")
+    assert_user_error(result, 1, "holds the model but not the optimizer")
+
+
+@pytest.mark.parametrize("edit", [
+    {"model_config": "d_model 16"}, {"model_config": [16]}, {"tokenizer": {"encoding": ["x"]}},
+    {"format_version": "1"}, {"tokenizer": None}])
+def test_a_config_of_the_wrong_shape_is_one_error(tiny, tmp_path, edit):
+    out = exported(tiny, tmp_path)
+    config = {**json.loads((out / "config.json").read_text()), **edit}
+    (out / "config.json").write_text(json.dumps(config))
+    for command in (["generate", "-c", out, "-n", "4"], ["info", out],
+                    ["eval", "-c", out, "--cache-dir", tiny.cache]):
+        assert_user_error(invoke(*command), 1, "not a tinygpt export")
+
+
+@pytest.mark.parametrize("edit", [
+    {"train_config": ["x"]}, {"data": "corpus.txt"}, {"last_losses": 3}, {"step": "ten"},
+    {"world_size": "2"}, {"evaluated_step": "5"}, {"h_params": [1]}])
+def test_a_damaged_record_is_left_out_and_the_model_still_loads(tiny, tmp_path, edit):
+    out = exported(tiny, tmp_path)
+    config = {**json.loads((out / "config.json").read_text()), **edit}
+    (out / "config.json").write_text(json.dumps(config))
+    for command in (["info", out], ["generate", "-c", out, "-n", "4", "--threads", "1"],
+                    ["eval", "-c", out, "--cache-dir", tiny.cache, "--threads", "1"]):
+        result = invoke(*command)
+        assert "Traceback" not in result.output and result.exit_code in (0, 1), result.output
 
 
 def test_refusals_are_one_line_and_write_nothing(tiny, tmp_path):
@@ -153,3 +201,20 @@ def test_a_damaged_folder_is_one_error(tiny, tmp_path, damage):
         (out / "model.safetensors").write_bytes(data[:len(data) // 2])
         fragment = "not a safetensors file"
     assert_user_error(invoke("generate", "-c", out, "-n", "4"), 1, fragment)
+
+
+def test_a_failed_replace_keeps_the_earlier_export(tiny, tmp_path, monkeypatch):
+    out = exported(tiny, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = Path.rename
+
+    def rename(self, target):  # the new folder cannot take its place (a full disk, say)
+        if Path(target) == out and ".old." not in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    assert_user_error(invoke("export", "-c", tiny.checkpoint, "--out", out, "--force"), 2,
+                      "cannot write", "No space left on device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # nothing half-made left

@@ -40,7 +40,7 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 IDS = "tokenizer.ids"  # the vocabulary's token ids, beside the weights
 # what config.json carries over from the checkpoint (plain values only)
 RECORDED = ("h_params", "train_config", "data", "step", "evaluated_step", "last_losses",
-            "best_valid_loss", "best_step", "valid_windows", "world_size")
+            "best_valid_loss", "best_step", "valid_windows", "world_size")  # RECORDED_TYPES
 
 
 def related_path(checkpoint: Path, kind: str) -> Path:
@@ -249,10 +249,18 @@ def load_folder(path: Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FOLDER_FORMAT:
         raise CheckpointError(f"{path} is not a tinygpt export (its {CONFIG} does not say "
                               f"format {FOLDER_FORMAT!r})")
-    if not isinstance(config.get("format_version"), int) \
-            or config["format_version"] > FOLDER_VERSION:
+    version = config.get("format_version")
+    if type(version) is not int:
+        raise CheckpointError(f"{path} is not a tinygpt export (its format_version is "
+                              f"{version!r}, not a whole number)")
+    if version > FOLDER_VERSION:
         raise CheckpointError(f"{path} was exported by a newer tinygpt "
                               f"({config.get('tinygpt_version')}); upgrade tinygpt to load it")
+    model_config, tokenizer = config.get("model_config"), config.get("tokenizer")
+    if not (isinstance(model_config, dict) and isinstance(tokenizer, dict)
+            and all(isinstance(tokenizer.get(k), str) for k in ("encoding", "mode"))):
+        raise CheckpointError(f"{path} is not a tinygpt export (its {CONFIG} lacks the model's "
+                              "settings or the tokenizer's encoding and mode)")
     if importlib.util.find_spec("safetensors") is None:
         raise UsageError(f"{path} is a safetensors export: pip install 'tinygpt[safetensors]'")
     from safetensors import SafetensorError
@@ -263,16 +271,35 @@ def load_folder(path: Path) -> dict:
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{path / WEIGHTS} is missing or not a safetensors file "
                               f"({str(exc).splitlines()[0] if str(exc) else exc})") from None
-    ids = tensors.pop(IDS, None)
-    model_config = config.get("model_config")
-    tokenizer = config.get("tokenizer")
-    if not isinstance(tokenizer, dict):
-        raise CheckpointError(f"{path} is not a tinygpt export (no tokenizer in its {CONFIG})")
-    state = {key: config[key] for key in RECORDED if key in config}
-    return {**state, "model_state_dict": tensors, "model_config": model_config,
-            "tokenizer": {**tokenizer, "ids": ids},
-            "h_params": state.get("h_params", dict(model_config or {})),
+    # what the run recorded is a record, not the model: a value of the wrong type is left out
+    recorded = {key: config[key] for key, kinds in RECORDED_TYPES.items()
+                if key in config and _recorded_ok(config[key], kinds)}
+    return {**recorded, "model_state_dict": tensors, "model_config": model_config,
+            "tokenizer": {**tokenizer, "ids": tensors.pop(IDS, None)},
+            "h_params": recorded.get("h_params", dict(model_config)),
             "format_version": 1, "tinygpt_version": config.get("tinygpt_version")}
+
+
+RECORDED_TYPES = {"h_params": dict, "train_config": dict, "data": dict, "step": int,
+                  "evaluated_step": int, "last_losses": list, "best_valid_loss": float,
+                  "best_step": int, "valid_windows": str, "world_size": int}
+
+
+def _recorded_ok(value: object, kind: type) -> bool:
+    if kind is float:
+        return type(value) in (int, float)
+    if kind is list:  # last_losses: (train, valid)
+        return isinstance(value, list) and len(value) == 2 \
+            and all(type(v) in (int, float) for v in value)
+    if kind is dict:  # settings: names to plain values (data's tokenize settings: a table)
+        return isinstance(value, dict) and all(
+            _plain_value(v) or (isinstance(v, dict) and all(map(_plain_value, v.values())))
+            for v in value.values())
+    return type(value) is kind
+
+
+def _plain_value(value: object) -> bool:
+    return isinstance(value, str | int | float | bool | type(None))
 
 
 # What a checkpoint's configuration may hold: far beyond any model tinygpt trains, far below what

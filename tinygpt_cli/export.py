@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .checkpoint import CONFIG, FOLDER_FORMAT, FOLDER_VERSION, IDS, RECORDED, WEIGHTS, load_model
 from .errors import UsageError
+from .files import umask, write_hint
 
 FORMATS = ("safetensors",)
 
@@ -38,20 +39,16 @@ def require(fmt: str) -> None:
 
 def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = False) -> dict:
     """Write `checkpoint` (a tinygpt checkpoint or exported folder) to the folder `out`.
-    Refuses a file that is not tinygpt's, non-finite weights (both `load_model`'s checks) and an
-    `out` that exists and is not an empty folder, unless `force`. Returns what was written."""
+    Refuses a file that is not tinygpt's, non-finite weights (both `load_model`'s checks), an
+    `out` that is a file, and one that is a folder holding anything; with `force`, a folder
+    holding an earlier export (and nothing else) is replaced, never any other. Returns what was
+    written."""
     require(fmt)
     from safetensors.torch import save_file
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder to export into")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"--out {out} exists and is not empty",
-                         hint="give a new folder, or --force to replace what is there")
+    _check_out(out, Path(checkpoint), force)
     model, vocab, state = load_model(checkpoint)
-    if out.resolve() == Path(checkpoint).resolve():
-        raise UsageError("--out is the model being exported; give another folder")
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
                for name, t in model.state_dict().items()}
     tensors[IDS] = torch.as_tensor(vocab.ids, dtype=torch.int64).contiguous()
@@ -59,30 +56,78 @@ def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = 
               "tinygpt_version": __version__, "model_config": asdict(model.config),
               "tokenizer": {k: v for k, v in state["tokenizer"].items() if k != "ids"},
               **{key: _plain(state[key]) for key in RECORDED if key in state}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
+    staging = old = None
     try:
-        save_file(tensors, str(staging / WEIGHTS), metadata={"format": FOLDER_FORMAT})
-        (staging / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
-        for file in staging.iterdir():  # as any new file (mkdtemp's are private)
-            file.chmod(0o666 & ~umask)
-        staging.chmod(0o777 & ~umask)
-        if out.exists():
-            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        (staging / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False,
+                                                 allow_nan=False) + "\n", encoding="utf-8")
+        mask = umask()
+        for file in staging.iterdir():  # as any new file (mkdtemp's are private), on disk
+            file.chmod(0o666 & ~mask)
+            _fsync(file)
+        staging.chmod(0o777 & ~mask)
+        _fsync(staging)
+        if out.is_dir():  # empty, or an earlier export (`_check_out`): aside until replaced
+            old = out.parent / f".{out.name}.old.{staging.name}"
+            out.rename(old)
         staging.rename(out)
+        staging = None
+        _fsync(out.parent)
     except OSError as exc:
-        from .files import write_hint
-
+        if old is not None and not out.exists():
+            old.rename(out)  # the new folder never got there: the old one goes back
+            old = None
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}",
                          hint=write_hint(exc, "export elsewhere with --out")) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for folder in (staging, old):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return {"checkpoint": str(checkpoint), "out": str(out), "format": fmt,
             "files": sorted(p.name for p in out.iterdir()),
             "parameters": sum(t.numel() for name, t in tensors.items() if name != IDS)}
+
+
+def _check_out(out: Path, checkpoint: Path, force: bool) -> None:
+    """--out must be a new or empty folder, or with --force an earlier export; never a file,
+    never the folder the checkpoint is in (or one above it)."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder to export into")
+        if checkpoint.resolve() == out.resolve():
+            raise UsageError("--out is the export being read; give another folder")
+        if out.resolve() in checkpoint.resolve().parents:
+            raise UsageError(f"--out {out} holds the checkpoint being exported; give a new "
+                             "folder")
+        held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    if not held:
+        return
+    earlier = held == sorted([CONFIG, WEIGHTS]) and _is_export(out)
+    if not force or not earlier:
+        raise UsageError(f"--out {out} exists and is not empty",
+                         hint="give a new folder" + (", or --force to replace the earlier "
+                                                     "export there" if earlier else ""))
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("format") \
+            == FOLDER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _fsync(path: Path) -> None:
+    """What was written reaches the disk before the rename that shows it (as checkpoints do)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _plain(value: object) -> object:

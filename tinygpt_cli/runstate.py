@@ -80,7 +80,12 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
 
 def check_resumable(state: dict, source: Path, train_config: TrainConfig) -> None:
     """What makes a checkpoint (already `checkpoint.check`ed) unfit to continue, found before
-    any tokenizing or building: non-finite weights or evaluation, no steps left to take."""
+    any tokenizing or building: an export (no optimizer or random state), non-finite weights or
+    evaluation, no steps left to take."""
+    if "optimizer_state_dict" not in state:
+        raise CheckpointError(f"cannot resume from {source}: it holds the model but not the "
+                              "optimizer and random state a run continues with (an export)",
+                              hint="resume from the checkpoint train wrote")
     if not ckpt.all_finite(state["model_state_dict"]):
         raise CheckpointError(f"cannot resume from {source}: its weights are not finite (NaN or "
                               "inf); the run had diverged", hint="resume from the .best.ckpt "

@@ -21,12 +21,13 @@ def export_command(
         "--out", "-o", help="The folder to write (written whole, then renamed into place).",
         show_default=False)] = ...,
     force: Annotated[bool, typer.Option(
-        "--force", help="Replace what is in --out (otherwise a folder that is not empty is "
-        "refused).")] = False,
+        "--force", help="Replace an earlier export at --out (a folder holding anything else is "
+        "always refused).")] = False,
     json_out: Json = False,
 ) -> None:
-    """Export a checkpoint to a folder other tools load: safetensors (Hugging Face transformers
-    and ONNX are not done yet).
+    """Export a checkpoint to a folder of safetensors and JSON, loadable without pickle.
+
+    Hugging Face transformers and ONNX formats are not done yet.
 
     Refused with one line: a file that is not a tinygpt checkpoint, non-finite weights, an --out
     that exists and is not empty (unless --force).
