@@ -57,10 +57,6 @@ class Candidate:
     epochs: float
     loss: float  # the scaling law's prediction, for ranking only
 
-    @property
-    def body_params(self) -> int:
-        c = self.config
-        return 12 * c.num_blocks * c.d_model ** 2
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, UsageError
-from .files import permit_like_a_new_file, write_hint
+from .files import fsync, permit_like_a_new_file, write_hint
 from .runtime import memory_bytes
 from .tokenizer import Vocabulary
 
@@ -170,14 +170,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    fsync(path.parent, strict=False)  # make the rename itself durable
 
 
 def remove_stale_temporaries(path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import math
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .checkpoint import CONFIG, FOLDER_FORMAT, FOLDER_VERSION, IDS, RECORDED, WEIGHTS, load_model
 from .errors import UsageError
-from .files import umask, write_hint
+from .files import fsync, umask, write_hint
 
 FORMATS = ("safetensors",)
 
@@ -66,15 +66,15 @@ def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = 
         mask = umask()
         for file in staging.iterdir():  # as any new file (mkdtemp's are private), on disk
             file.chmod(0o666 & ~mask)
-            _fsync(file)
+            fsync(file)
         staging.chmod(0o777 & ~mask)
-        _fsync(staging)
+        fsync(staging, strict=False)
         if out.is_dir():  # empty, or an earlier export (`_check_out`): aside until replaced
             old = out.parent / f".{out.name}.old.{staging.name}"
             out.rename(old)
         staging.rename(out)
         staging = None
-        _fsync(out.parent)
+        fsync(out.parent, strict=False)
     except OSError as exc:
         if old is not None and not out.exists():
             old.rename(out)  # the new folder never got there: the old one goes back
@@ -121,19 +121,12 @@ def _is_export(folder: Path) -> bool:
         return False
 
 
-def _fsync(path: Path) -> None:
-    """What was written reaches the disk before the rename that shows it (as checkpoints do)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _plain(value: object) -> object:
     """A checkpoint's recorded value as JSON (tensors as lists, tuples as lists)."""
     if torch.is_tensor(value):
         return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN or infinity
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -18,6 +18,20 @@ def permit_like_a_new_file(fd: int) -> None:
         os.fchmod(fd, 0o666 & ~umask())
 
 
+def fsync(path, strict: bool = True) -> None:
+    """Make a file's (or a folder's: a rename in it) contents durable. Not `strict`: where a
+    filesystem cannot sync a folder, let it be (the data itself was synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if strict:
+            raise
+
+
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room: the disk, a quota, a size limit
 
 

@@ -633,8 +633,7 @@ class Trainer:
                 "tokens_per_sec": tokens_per_sec, "peak_memory_bytes": memory,
                 "peak_memory_measure": measured,
                 "threads": self.threads.choice or self.threads.count}
-        cost = self._full_pass_seconds()
-        if full and cost is not None and cost <= self._full_pass_allowance(started):
+        if full and self._full_pass_seconds(started) is not None:
             t0 = self.clock()
             try:
                 loss, scored, bpb = full_split(
@@ -657,29 +656,24 @@ class Trainer:
                 self.cfg.eval_iters * self.cfg.batch_size * self.model_config.context_length,
                 "valid_step": self.progress.evaluated_step if last else None}
 
-    def _full_pass_seconds(self) -> float | None:
-        """What a pass over every validation token would take, from the last evaluation's time
-        (it scored eval_iters x batch windows of each split); None before any evaluation."""
+    def _full_pass_seconds(self, started: float) -> float | None:
+        """What the report card's pass over every validation token will take, from the last
+        evaluation's time (it scored eval_iters x batch windows of each split); None when it
+        will not be made: before any evaluation, or when it would take more than
+        FULL_PASS_SECONDS or FULL_PASS_SHARE of the run, whichever is more (with --max-time,
+        more than FULL_PASS_SHARE of the budget: a short budget is not spent on the report)."""
         if not self.eval_seconds:
             return None
         scored = 2 * self.cfg.eval_iters * self.cfg.batch_size * self.model_config.context_length
-        return self.eval_seconds * len(self.splits["valid"]) / scored
-
-    def _full_pass_allowance(self, started: float) -> float:
-        """How long the report card's full validation pass may take: FULL_PASS_SECONDS or
-        FULL_PASS_SHARE of the run, whichever is more; with --max-time, FULL_PASS_SHARE of the
-        budget (which keeps time for it)."""
-        if self.cfg.max_time > 0:  # a short budget is not spent on the report
-            return FULL_PASS_SHARE * self.cfg.max_time
-        return max(FULL_PASS_SECONDS, FULL_PASS_SHARE * (self.clock() - started))
+        seconds = self.eval_seconds * len(self.splits["valid"]) / scored
+        allowed = FULL_PASS_SHARE * self.cfg.max_time if self.cfg.max_time > 0 \
+            else max(FULL_PASS_SECONDS, FULL_PASS_SHARE * (self.clock() - started))
+        return seconds if seconds <= allowed else None
 
     def _end_seconds(self, started: float) -> float:
         """What the end of a run takes: its last evaluation, its last two saves (the
         evaluation's and the final one) and the report card's full pass, as measured."""
-        full = self._full_pass_seconds() or 0.0
-        if full > self._full_pass_allowance(started):
-            full = 0.0
-        return self.eval_seconds + 2 * self.save_seconds + full
+        return self.eval_seconds + 2 * self.save_seconds + (self._full_pass_seconds(started) or 0.0)
 
     def _out_of_time(self, started: float) -> bool:
         """Past the point where the end of the run would overrun --max-time: the backstop for a
