@@ -239,6 +239,12 @@ def load_folder(path: Path) -> dict:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path / CONFIG} is not readable JSON ({exc})") from None
+    other = config.get("tinygpt_export") if isinstance(config, dict) else None
+    if other in ("hf", "onnx"):
+        raise CheckpointError(f"{path} is a --format {other} export, for "
+                              f"{'transformers' if other == 'hf' else 'onnxruntime'}; tinygpt "
+                              "reads the checkpoint it came from, or a --format safetensors "
+                              "export")
     if not isinstance(config, dict) or config.get("format") != FOLDER_FORMAT:
         raise CheckpointError(f"{path} is not a tinygpt export (its {CONFIG} does not say "
                               f"format {FOLDER_FORMAT!r})")

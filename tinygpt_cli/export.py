@@ -1,10 +1,15 @@
-"""`tinygpt export`: a trained model in a form other tools load. So far one format:
+"""`tinygpt export`: a trained model in a form other tools load, as a folder.
 
-- `safetensors`: a folder with `model.safetensors` (the weights and the vocabulary's token ids,
-  plain tensors: no pickle anywhere) and `config.json` (the model's shape, the tokenizer, and
-  what the run recorded). `tinygpt generate`, `eval` and `info` take the folder in place of a
-  checkpoint (`checkpoint.load_folder`).
+- `hf`: a Hugging Face transformers model (CTRL, which computes the book's GPT) with its
+  tokenizer, generation settings and a model card (`export_hf`).
+- `safetensors`: `model.safetensors` (the weights and the vocabulary's token ids, plain tensors:
+  no pickle anywhere) and `config.json` (the model's shape, the tokenizer, and what the run
+  recorded). `tinygpt generate`, `eval` and `info` take the folder in place of a checkpoint
+  (`checkpoint.load_folder`).
+- `onnx`: `model.onnx` (input_ids of any batch and length up to the context, to logits),
+  `tokenizer.json` for the `tokenizers` library, and `config.json`.
 
+Each format is checked before it is kept: loaded back and its logits compared with the model's.
 A folder is written whole or not at all: into a temporary folder beside it, then renamed.
 """
 
@@ -22,19 +27,32 @@ import torch
 
 from . import __version__
 from .checkpoint import CONFIG, FOLDER_FORMAT, FOLDER_VERSION, IDS, RECORDED, WEIGHTS, load_model
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .files import fsync, umask, write_hint
+from .model import GPT
+from .tokenizer import Vocabulary
 
-FORMATS = ("safetensors",)
+# each format: the optional extra that brings what it needs, and those packages' modules
+FORMATS = {"hf": ("hf", ("transformers", "tokenizers", "safetensors")),
+           "safetensors": ("safetensors", ("safetensors",)),
+           "onnx": ("onnx", ("onnx", "onnxscript", "onnxruntime", "tokenizers"))}
+ONNX_OPSET = 20
+# what an export folder may hold: --force replaces a folder holding nothing else
+EXPORT_FILES = {CONFIG, WEIGHTS, "generation_config.json", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                "README.md", "model.onnx", "model.onnx.data"}
+MAX_DIFFERENCE = 1e-3  # a larger logit difference after the round trip is a bug: refused
 
 
 def require(fmt: str) -> None:
     """A missing optional package is one line naming the extra that brings it."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if importlib.util.find_spec("safetensors") is None:
-        raise UsageError("--format safetensors needs the safetensors package: "
-                         "pip install 'tinygpt[safetensors]'")
+    extra, modules = FORMATS[fmt]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"--format {fmt} needs {', '.join(missing)}: "
+                         f"pip install 'tinygpt[{extra}]'")
 
 
 def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = False) -> dict:
@@ -44,25 +62,15 @@ def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = 
     holding an earlier export (and nothing else) is replaced, never any other. Returns what was
     written."""
     require(fmt)
-    from safetensors.torch import save_file
-
     out = Path(out)
     _check_out(out, Path(checkpoint), force)
     model, vocab, state = load_model(checkpoint)
-    tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
-               for name, t in model.state_dict().items()}
-    tensors[IDS] = torch.as_tensor(vocab.ids, dtype=torch.int64).contiguous()
-    config = {"format": FOLDER_FORMAT, "format_version": FOLDER_VERSION,
-              "tinygpt_version": __version__, "model_config": asdict(model.config),
-              "tokenizer": {k: v for k, v in state["tokenizer"].items() if k != "ids"},
-              **{key: _plain(state[key]) for key in RECORDED if key in state}}
+    writer = {"hf": _write_hf, "safetensors": _write_safetensors, "onnx": _write_onnx}[fmt]
     staging = old = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
-        (staging / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False,
-                                                 allow_nan=False) + "\n", encoding="utf-8")
+        written = writer(staging, model, vocab, state, str(out))
         mask = umask()
         for file in staging.iterdir():  # as any new file (mkdtemp's are private), on disk
             file.chmod(0o666 & ~mask)
@@ -87,7 +95,104 @@ def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = 
                 shutil.rmtree(folder, ignore_errors=True)
     return {"checkpoint": str(checkpoint), "out": str(out), "format": fmt,
             "files": sorted(p.name for p in out.iterdir()),
-            "parameters": sum(t.numel() for name, t in tensors.items() if name != IDS)}
+            "parameters": sum(p.numel() for p in model.parameters()), **written}
+
+
+def _write_safetensors(folder: Path, model: GPT, vocab: Vocabulary, state: dict,
+                       where: str) -> dict:
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
+               for name, t in model.state_dict().items()}
+    tensors[IDS] = torch.as_tensor(vocab.ids, dtype=torch.int64).contiguous()
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    _write_json(folder / CONFIG, {
+        "format": FOLDER_FORMAT, "format_version": FOLDER_VERSION,
+        "tinygpt_version": __version__, "model_config": asdict(model.config),
+        "tokenizer": {k: v for k, v in state["tokenizer"].items() if k != "ids"},
+        **{key: _plain(state[key]) for key in RECORDED if key in state}})
+    again, _, _ = load_model(folder)
+    difference = logit_difference(model, lambda ids: again(ids)[0], model.config.context_length)
+    _refuse_if_different(difference)
+    return {"max_logit_difference": difference}
+
+
+def _write_hf(folder: Path, model: GPT, vocab: Vocabulary, state: dict, where: str) -> dict:
+    from . import export_hf
+
+    written = export_hf.write(folder, model, vocab, state, where)
+    _refuse_if_different(written["max_logit_difference"])
+    return written
+
+
+def _write_onnx(folder: Path, model: GPT, vocab: Vocabulary, state: dict,
+                where: str) -> dict:
+    """model.onnx (opset ONNX_OPSET; input_ids (batch, sequence) int64 -> logits (batch,
+    sequence, vocabulary) float32, sequence up to the context length), the tokenizer as
+    tokenizer.json, and config.json saying so. Checked with onnxruntime before it is kept."""
+    import onnxruntime
+
+    from .export_hf import build_tokenizer, quiet, with_extra_tokens
+
+    tokenizer, extra = build_tokenizer(vocab)
+    wide = with_extra_tokens(model, extra)
+    c = wide.config
+    dims = {0: torch.export.Dim("batch", min=1, max=1 << 20),
+            1: torch.export.Dim("sequence", min=1, max=c.context_length)}
+    with quiet():
+        program = torch.onnx.export(
+            _Logits(wide), (torch.zeros(2, min(8, c.context_length), dtype=torch.long),),
+            input_names=["input_ids"], output_names=["logits"], opset_version=ONNX_OPSET,
+            dynamic_shapes={"input_ids": dims}, dynamo=True, verbose=False)
+        program.save(str(folder / "model.onnx"))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    _write_json(folder / CONFIG, {
+        "tinygpt_export": "onnx", "tinygpt_version": __version__, "opset": ONNX_OPSET,
+        "inputs": {"input_ids": ["batch", "sequence"]},
+        "outputs": {"logits": ["batch", "sequence", c.vocab_size]},
+        "context_length": c.context_length, "model_config": asdict(model.config),
+        "tokenizer": {"file": "tokenizer.json", "encoding": vocab.encoding_name,
+                      "mode": vocab.mode, "model_tokens": vocab.size, "extra_tokens": extra}})
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    difference = max(logit_difference(model, lambda ids: torch.from_numpy(
+        session.run(None, {"input_ids": ids.numpy()})[0]), length)
+        for length in sorted({1, c.context_length}))
+    _refuse_if_different(difference)
+    return {"opset": ONNX_OPSET, "extra_tokens": extra, "max_logit_difference": difference}
+
+
+class _Logits(torch.nn.Module):
+    """The model's logits alone: what the ONNX graph computes."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)[0]
+
+
+def logit_difference(model: GPT, logits, length: int) -> float:
+    """The largest difference between the model's logits and `logits(ids)`'s on two random
+    windows of `length` ids (the model's vocabulary; an export may have more, after them)."""
+    ids = torch.randint(0, model.config.vocab_size, (2, length),
+                        generator=torch.Generator().manual_seed(length))
+    with torch.no_grad():
+        ours, theirs = model(ids)[0], logits(ids)[..., :model.config.vocab_size]
+    return float((ours - theirs).abs().max())
+
+
+def _refuse_if_different(difference: float) -> None:
+    if not difference <= MAX_DIFFERENCE:
+        raise DataError(f"the exported model's logits differ from the checkpoint's by "
+                        f"{difference:.2g}: not written",
+                        hint="this is a tinygpt bug: please report it with the checkpoint")
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                    encoding="utf-8")
 
 
 def _check_out(out: Path, checkpoint: Path, force: bool) -> None:
@@ -106,7 +211,7 @@ def _check_out(out: Path, checkpoint: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if not held:
         return
-    earlier = held == sorted([CONFIG, WEIGHTS]) and _is_export(out)
+    earlier = set(held) <= EXPORT_FILES and _is_export(out)
     if not force or not earlier:
         raise UsageError(f"--out {out} exists and is not empty",
                          hint="give a new folder" + (", or --force to replace the earlier "
@@ -115,8 +220,8 @@ def _check_out(out: Path, checkpoint: Path, force: bool) -> None:
 
 def _is_export(folder: Path) -> bool:
     try:
-        return json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("format") \
-            == FOLDER_FORMAT
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        return config.get("format") == FOLDER_FORMAT or config.get("tinygpt_export") in FORMATS
     except (OSError, ValueError, AttributeError):
         return False
 
