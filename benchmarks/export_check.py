@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
           f"{same:,} ({same / len(lines):.1%}); a token the model never learned on "
           f"{unlearned:,} ({unlearned / len(lines):.1%}); round trip on "
           f"{round_trip:,} ({round_trip / len(lines):.1%})")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def test_missing_path(tmp_path, cache_root):
 
 
 def test_directory(tmp_path, cache_root):
-    assert_user_error(invoke(tmp_path, "--cache-dir", cache_root), 1, "is a directory")
+    assert_user_error(invoke(tmp_path, "--cache-dir", cache_root), 1, "holds no files to read")
 
 
 @pytest.mark.parametrize("content", [b"", b" \n\n\t  \r\n"], ids=["empty", "whitespace"])

@@ -66,7 +66,7 @@ def test_new_data_on_resume_takes_the_command_lines_tokenizer_settings_only(tmp_
     corpus.write_text("text")
     settings = merge_settings(resumed=RESUMED,
                               command_line={"data": corpus, "val_fraction": 0.05})
-    assert settings.data == corpus
+    assert settings.data == (corpus,)
     assert settings.tokenize == {"val_fraction": 0.05}
 
 
@@ -74,7 +74,7 @@ def test_a_resumed_runs_corpus_is_found_where_it_still_is(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("text")
     resumed = {**RESUMED, "data": {**RESUMED["data"], "path": str(corpus)}}
-    assert merge_settings(resumed=resumed).data == corpus
+    assert merge_settings(resumed=resumed).data == (corpus,)
 
 
 @pytest.mark.parametrize("given, seconds", [

@@ -63,8 +63,8 @@ def test_val_fraction_is_honoured(corpus, cache_root):
 def test_meta_records_source_settings_counts_and_versions(token_cache, corpus, corpus_text):
     meta = json.loads((token_cache.path / "meta.json").read_text())
     raw = corpus.read_bytes()
-    assert meta["source"] == {"path": str(corpus.resolve()), "size": len(raw),
-                              "sha256": hashlib.sha256(raw).hexdigest()}
+    assert meta["source"] == {"path": str(corpus.resolve()), "paths": [str(corpus.resolve())],
+                              "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
     assert meta["settings"]["encoding"] == "cl100k_base"
     assert meta["vocab"] == {"encoding": "cl100k_base", "mode": "compact",
                              "size": token_cache.vocab.size}
@@ -393,15 +393,17 @@ def test_a_cache_from_before_checksums_is_rebuilt_once(corpus, cache_root, token
 
 
 def test_a_source_rewritten_while_it_is_read_is_not_cached(corpus, cache_root, monkeypatch):
-    real = data._tokenize_to_file
+    from tinygpt_cli import sources
 
-    def rewritten_meanwhile(source, *args, **kwargs):
-        stats = real(source, *args, **kwargs)
-        source.write_bytes(source.read_bytes().replace(b"Cotton", b"Linen!"))
-        return stats
+    real = sources.manifest
 
-    monkeypatch.setattr(data, "_tokenize_to_file", rewritten_meanwhile)
-    with pytest.raises(DataError, match="changed while it was being tokenized"):
+    def rewritten_after_hashing(files, *args, **kwargs):  # between the hash and the read
+        entries = real(files, *args, **kwargs)
+        corpus.write_bytes(corpus.read_bytes().replace(b"Cotton", b"Linen!"))
+        return entries
+
+    monkeypatch.setattr(data, "manifest", rewritten_after_hashing)
+    with pytest.raises(DataError, match="changed while it was being read"):
         prepare(corpus, cache_root=cache_root)
     assert list(cache_root.iterdir()) == []  # nothing cached, no temporary folder
 
@@ -462,7 +464,7 @@ def test_no_text_is_an_error_and_leaves_nothing(tmp_path, cache_root, content):
 def test_missing_and_directory_sources_are_data_errors(tmp_path, cache_root):
     with pytest.raises(DataError, match="no such file"):
         prepare(tmp_path / "nope.txt", cache_root=cache_root)
-    with pytest.raises(DataError, match="is a directory"):
+    with pytest.raises(DataError, match="holds no files to read"):
         prepare(tmp_path, cache_root=cache_root)
 
 

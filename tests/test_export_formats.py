@@ -256,3 +256,55 @@ def test_tinygpt_says_what_an_export_for_other_tools_is(book, fmt):
     folder = book.hf if fmt == "hf" else book.onnx
     for command in (["generate", "-c", folder, "-n", "4"], ["info", folder]):
         assert_user_error(invoke(*command), 1, f"a --format {fmt} export")
+
+
+@pytest.mark.parametrize(("d_model", "heads"), [(15, 5), (9, 3), (8, 1), (12, 4)])
+def test_the_ctrl_mapping_holds_for_odd_and_small_shapes(d_model, heads):
+    from tinygpt_cli.config import ModelConfig
+    from tinygpt_cli.export_hf import ctrl_config, ctrl_weights
+    from tinygpt_cli.model import GPT
+
+    torch.manual_seed(d_model)
+    model = GPT(ModelConfig(vocab_size=50, d_model=d_model, num_blocks=2, num_heads=heads,
+                            context_length=12, dropout=0.0)).eval()
+    for p in model.parameters():  # weights well away from the init's small values
+        p.data.normal_(0, 0.5)
+    hf = transformers.CTRLLMHeadModel(transformers.CTRLConfig(**ctrl_config(model))).eval()
+    hf.load_state_dict(ctrl_weights(model), strict=True)
+    ids = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(ids)[0] - hf(ids).logits).abs().max() < TOLERANCE
+
+
+def test_end_of_text_keeps_the_models_id_in_every_format(tmp_path):
+    """A corpus of documents: its vocabulary holds end-of-text, which the exported tokenizer
+    must give the model's id (not a new one), as a special token."""
+    from tinygpt_cli.config import TrainConfig
+    from tinygpt_cli.train import Trainer, TrainRequest
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"{i:02d}.txt").write_text(f"note {i}: bring milk and bread, pay {i} yuan")
+    trainer = Trainer(TrainRequest(
+        train_config=TrainConfig(device="cpu", dtype="float32", max_iters=2, eval_iters=1,
+                                 batch_size=2, seed=0),
+        data=docs, cache_dir=tmp_path / "cache", out=tmp_path / "m.ckpt",
+        model_options={"d_model": 16, "num_blocks": 1, "num_heads": 2, "context_length": 1,
+                       "dropout": 0.0}))
+    try:
+        list(trainer.run())
+    finally:
+        trainer.close()
+    model, vocab, _ = ckpt.load_model(tmp_path / "m.ckpt")
+    assert vocab.eot is not None
+    export(tmp_path / "m.ckpt", tmp_path / "hf", "hf")
+    onnx_result = export(tmp_path / "m.ckpt", tmp_path / "onnx", "onnx")  # a context of one
+    assert onnx_result["max_logit_difference"] < TOLERANCE
+    tokenizer = hf_tokenizer(tmp_path / "hf")
+    assert tokenizer("<|endoftext|>", add_special_tokens=False).input_ids == [vocab.eot]
+    assert tokenizer.decode([vocab.eot]) == "<|endoftext|>"
+    text = (docs / "07.txt").read_text()
+    assert tokenizer(text, add_special_tokens=False).input_ids == vocab.encode(text)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "tokenizer('<|endoftext|>'" in card and str(tmp_path) not in card

@@ -21,7 +21,7 @@ from tinygpt_cli.cli import app
 from tinygpt_cli.config import SampleConfig
 from tinygpt_cli.errors import UsageError
 from tinygpt_cli.generation import (
-    DEFAULT_PROMPT,
+    START_TEXT,
     Sample,
     StopFilter,
     TextChunk,
@@ -194,7 +194,7 @@ def test_stop_filter_holds_back_a_possible_stop_string():
 def test_json_has_prompt_samples_and_settings(tiny):
     doc = gen_json(tiny, "-n", "12", "--num-samples", "3", "--top-k", "5", "--top-p", "0.9")
     assert {"prompt", "samples", "settings", "tokens", "seconds", "tokens_per_sec"} <= set(doc)
-    assert doc["prompt"] == DEFAULT_PROMPT
+    assert doc["prompt"] == START_TEXT  # the start of a line of its corpus (one text file)
     assert len(doc["samples"]) == 3
     # each sample: 12 tokens, and up to 3 more where the 12th left a character open
     assert all(s["tokens"] == 12 + s["finishing_tokens"] and s["finishing_tokens"] <= 3
@@ -240,7 +240,7 @@ def test_prompt_from_stdin_and_file(tiny, tmp_path: Path):
     path = tmp_path / "prompt.txt"
     path.write_text("力士LUX\n", encoding="utf-8")
     assert gen_json(tiny, "--prompt-file", path, "-n", "3")["prompt"] == "力士LUX"
-    assert read_prompt(None, None) == DEFAULT_PROMPT
+    assert read_prompt(None, None) is None  # the checkpoint's own start (default_prompt)
     with pytest.raises(UsageError):
         read_prompt("x", path)
     assert_user_error(gen(tiny, "-p", "x", "--prompt-file", path), 2, "not both")

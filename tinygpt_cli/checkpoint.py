@@ -40,7 +40,8 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 IDS = "tokenizer.ids"  # the vocabulary's token ids, beside the weights
 # what config.json carries over from the checkpoint (plain values only)
 RECORDED = ("h_params", "train_config", "data", "step", "evaluated_step", "last_losses",
-            "best_valid_loss", "best_step", "valid_windows", "world_size")  # RECORDED_TYPES
+            "best_valid_loss", "best_step", "valid_windows", "world_size", "sample_start",
+            "init_from")  # RECORDED_TYPES
 
 
 def related_path(checkpoint: Path, kind: str) -> Path:
@@ -281,7 +282,8 @@ def load_folder(path: Path) -> dict:
 
 RECORDED_TYPES = {"h_params": dict, "train_config": dict, "data": dict, "step": int,
                   "evaluated_step": int, "last_losses": list, "best_valid_loss": float,
-                  "best_step": int, "valid_windows": str, "world_size": int}
+                  "best_step": int, "valid_windows": str, "world_size": int,
+                  "sample_start": dict, "init_from": dict}
 
 
 def _recorded_ok(value: object, kind: type) -> bool:
@@ -298,6 +300,9 @@ def _recorded_ok(value: object, kind: type) -> bool:
 
 
 def _plain_value(value: object) -> bool:
+    """A JSON scalar, or a list of them (the paths of a corpus, --include globs)."""
+    if isinstance(value, list):
+        return all(isinstance(v, str | int | float | bool | type(None)) for v in value)
     return isinstance(value, str | int | float | bool | type(None))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -48,13 +49,20 @@ def _root(
     """
 
 
-app.command("tokenize")(tokenize_cmd.tokenize)
-app.command("train")(train_cmd.train)
-app.command("eval")(eval_cmd.eval_command)
-app.command("generate")(generate_cmd.generate_command)
-app.command("plot")(plot_cmd.plot)
-app.command("info")(info_cmd.info)
-app.command("export")(export_cmd.export_command)
+def _paragraphs(doc: str | None) -> str | None:
+    """A docstring as help: each paragraph's lines joined, so the terminal wraps them (Typer
+    keeps a docstring's line breaks, which wrap again at 80 columns into ragged text)."""
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(part.split("\n"))
+                       for part in inspect.cleandoc(doc).split("\n\n"))
+
+
+for name, command in (("tokenize", tokenize_cmd.tokenize), ("train", train_cmd.train),
+                      ("eval", eval_cmd.eval_command),
+                      ("generate", generate_cmd.generate_command), ("plot", plot_cmd.plot),
+                      ("info", info_cmd.info), ("export", export_cmd.export_command)):
+    app.command(name, help=_paragraphs(command.__doc__))(command)
 
 
 def main() -> None:

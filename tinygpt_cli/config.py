@@ -221,7 +221,8 @@ def parse_duration(value: str | float | int, option: str = "--max-time") -> floa
 
 # What describes this machine or this invocation, never taken from a resumed run's checkpoint.
 PER_INVOCATION = frozenset({"device", "dtype", "compile", "max_time", "fast"})
-TOKENIZE_KEYS = ("encoding", "vocab_mode", "val_fraction", "column", "errors")
+TOKENIZE_KEYS = ("encoding", "vocab_mode", "val_fraction", "column", "errors", "include",
+                 "exclude", "field", "separator", "split", "strict")
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ class RunSettings:
     model_options: dict
     train_config: TrainConfig
     tokenize: dict
-    data: Path | None  # None: the bundled corpus
+    data: tuple[Path, ...] | None  # files and folders; None: the bundled corpus
 
 
 def merge_settings(*, resumed: dict | None = None, preset_name: str | None = None,
@@ -276,9 +277,14 @@ def merge_settings(*, resumed: dict | None = None, preset_name: str | None = Non
         tokenize.update({k: recorded[k] for k in TOKENIZE_KEYS if k in recorded})
     tokenize.update({k: command_line[k] for k in TOKENIZE_KEYS if k in command_line})
     data = command_line.get("data")
-    if data is None and resumed.get("data", {}).get("path"):
-        recorded_path = Path(resumed["data"]["path"])
-        data = recorded_path if recorded_path.is_file() else None
+    if isinstance(data, str | Path):
+        data = (Path(data),)
+    elif data is not None:
+        data = tuple(Path(p) for p in data) or None
+    recorded = resumed.get("data", {})
+    if data is None and recorded.get("path"):
+        paths = tuple(Path(p) for p in recorded.get("paths") or [recorded["path"]])
+        data = paths if all(p.exists() for p in paths) else None
     return RunSettings(
         model_options={k: v for k, v in values.items() if k in MODEL_FIELDS},
         train_config=TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}),

@@ -8,17 +8,16 @@ folder that looks valid; a folder whose files disagree with its metadata is rebu
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
-import io
 import json
+import math
 import os
 import re
-import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,18 +27,24 @@ import numpy as np
 from . import __version__
 from .errors import DataError, UsageError
 from .files import write_hint
+from .sources import (  # noqa: F401  (the readers, where callers have always found them)
+    CHUNK_BYTES,
+    Found,
+    ReadSettings,
+    Skipped,
+    check_source,
+    discover,
+    file_sha256,
+    iter_csv_column,
+    iter_text_chunks,
+    manifest,
+    manifest_sha256,
+    tasks,
+)
 from .tokenizer import COMPACT, DEFAULT_ENCODING, FULL, Vocabulary, get_encoding
 
 FORMAT_VERSION = 1
 CACHE_ENV = "TINYGPT_CACHE_DIR"
-CHUNK_BYTES = 1 << 20  # text per tokenizer task; peak memory and the wait after Ctrl-C scale
-# with this, not with the corpus (4 MiB tokenized no faster, and took 1.2 s to stop; figures:
-# benchmarks/README.md)
-_BOM = b"\xef\xbb\xbf"
-# Cut chunks only after a newline that starts a non-space character: tiktoken's pre-tokenizer
-# never joins across such a point, so chunked tokenization equals tokenizing the whole text.
-_CUT = re.compile(rb"\n(?=[^\s])")
-
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
@@ -62,6 +67,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "tinygpt"
 
 
+SEPARATORS = ("eot", "newline", "none")
+SPLITS = ("tokens", "documents")
+
+
 @dataclass(frozen=True)
 class TokenizeSettings:
     """Everything that changes the tokens a corpus turns into (and so the cache's identity)."""
@@ -71,8 +80,16 @@ class TokenizeSettings:
     val_fraction: float = 0.1
     column: str | None = None
     errors: str = "strict"
+    include: tuple[str, ...] = ()  # globs for a folder's files; () is sources.DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    field: str = "text"  # a JSONL record's field, a Parquet column
+    separator: str = "eot"  # between documents: the encoding's end-of-text token, "\n", nothing
+    split: str = "tokens"  # validation: the last val_fraction of tokens, or of documents
+    strict: bool = False  # a bad file found in a folder stops the build (else it is skipped)
 
     def __post_init__(self) -> None:
+        for name in ("include", "exclude"):  # a list from JSON or a checkpoint: a tuple
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         problems = []
         if not 0 < self.val_fraction < 1:
             problems.append(f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
@@ -80,8 +97,19 @@ class TokenizeSettings:
             problems.append(f"--errors must be 'strict' or 'replace' (got {self.errors!r})")
         if self.vocab_mode not in (COMPACT, FULL):
             problems.append(f"vocabulary mode must be {COMPACT} or {FULL}")
+        if self.separator not in SEPARATORS:
+            problems.append(f"--separator must be one of {', '.join(SEPARATORS)} "
+                            f"(got {self.separator!r})")
+        if self.split not in SPLITS:
+            problems.append(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
+        if not self.field:
+            problems.append("--field must name a field")
         if problems:
             raise UsageError("; ".join(problems))
+
+    def read_settings(self) -> ReadSettings:
+        return ReadSettings(errors=self.errors, column=self.column, field=self.field,
+                            strict=self.strict)
 
 
 @dataclass
@@ -100,190 +128,75 @@ class TokenCache:
         return {"train": self.train, "valid": self.valid}[name]
 
 
-# --- reading the corpus ------------------------------------------------------------------------
-
-def check_source(path: Path) -> Path:
-    if path.is_symlink() and not path.exists():
-        raise DataError(f"{path} is a symbolic link to nothing (its target is missing, or the "
-                        "links go round in a loop)", hint="point it at a file, or pass the file")
-    if not path.exists():
-        raise DataError(f"{path}: no such file", hint="check the path, or leave it out to use the "
-                        "default corpus")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory; pass a text or CSV file")
-    if not path.is_file():  # reading a FIFO waits for a writer forever; /dev/zero never ends
-        raise DataError(f"{path} is not a regular file (a FIFO, a device or a socket)",
-                        hint="save the text to a file first and pass that")
-    return path
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(block):
-                digest.update(chunk)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
-
-
-def _decode(raw: bytes, offset: int, path: Path, errors: str) -> str:
-    try:
-        return raw.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {offset + exc.start}",
-            hint="convert it to UTF-8, or pass --errors replace to substitute bad bytes",
-        ) from None
-
-
-def _check_not_binary(raw: bytes, offset: int, path: Path, errors: str) -> None:
-    wide = _wide_encoding(raw, guess=errors == "strict") if offset == 0 else None
-    if wide is not None:
-        out = shlex.quote(str(path.with_name(f"{path.stem}-utf8{path.suffix}")))
-        raise DataError(f"{path} is {wide} text; tinygpt reads UTF-8",
-                        hint=f"convert it first: iconv -f {wide} -t UTF-8 "
-                        f"{shlex.quote(str(path))} > {out}")
-    nul = raw.find(b"\x00")
-    if nul >= 0 and errors == "strict":
-        raise DataError(f"{path} looks binary: a NUL byte at offset {offset + nul}",
-                        hint="pass a text file, or --errors replace to read it anyway")
-
-
-def _wide_encoding(raw: bytes, guess: bool) -> str | None:
-    """The encoding of a file in UTF-32 or UTF-16, by its byte-order mark; with `guess`, also
-    text without one: every other byte NUL, the others almost never (plain-ASCII UTF-16)."""
-    for mark, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
-        if raw.startswith(mark):
-            return name
-    head = raw[:4096]
-    if not guess or len(head) < 16:
-        return None
-    even, odd = head[0::2], head[1::2]
-    for zeros, text, name in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
-        if zeros.count(0) > 0.9 * len(zeros) and text.count(0) < 0.1 * len(text):
-            return name
-    return None
-
-
-def iter_text_chunks(path: Path, errors: str = "strict",
-                     chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[str, int]]:
-    """Yield (text, bytes consumed) pieces of a UTF-8 file, cut where tokenization is unaffected."""
-    offset = 0
-    pending = b""
-    with open(path, "rb") as f:
-        # The BOM is read on its own: a first block of exactly the BOM must not end the file.
-        if f.read(len(_BOM)) == _BOM:
-            offset = len(_BOM)
-        else:
-            f.seek(0)
-        while block := f.read(chunk_bytes):
-            pending += block
-            cut = _last_cut(pending)
-            if cut <= 0 and len(pending) < 4 * chunk_bytes:
-                continue
-            if cut <= 0:  # no safe point in a long run: cut at a character boundary instead
-                cut = _char_boundary(pending, len(pending) - 4)
-            piece, pending = pending[:cut], pending[cut:]
-            _check_not_binary(piece, offset, path, errors)
-            yield _decode(piece, offset, path, errors), len(piece)
-            offset += len(piece)
-    if pending:
-        _check_not_binary(pending, offset, path, errors)
-        yield _decode(pending, offset, path, errors), len(pending)
-
-
-def _last_cut(buf: bytes) -> int:
-    search_from = max(0, len(buf) - (1 << 20))
-    last = -1
-    for match in _CUT.finditer(buf, search_from):
-        last = match.end()
-    if last < 0 and search_from:
-        for match in _CUT.finditer(buf):
-            last = match.end()
-    return last
-
-
-def _char_boundary(buf: bytes, pos: int) -> int:
-    while pos > 0 and (buf[pos] & 0xC0) == 0x80:
-        pos -= 1
-    return pos
-
-
-def iter_csv_column(path: Path, column: str, errors: str = "strict",
-                    chunk_chars: int = CHUNK_BYTES) -> Iterator[tuple[str, int]]:
-    """Yield newline-joined pieces of one CSV column, with the bytes read so far as progress."""
-    if errors == "strict":  # validate first, so a bad byte is reported with its file offset
-        for _ in iter_text_chunks(path, errors):
-            pass
-    size = path.stat().st_size
-    with open(path, "rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors=errors, newline="")
-        reader = csv.reader(text)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path} is empty")
-        if column not in header:
-            shown = ", ".join(repr(h) for h in header[:20])
-            raise DataError(f"{path} has no column {column!r}; its columns are: {shown}",
-                            hint="pass one of those names to --column")
-        index = header.index(column)
-        # A piece ends just after the "\n" before a row that starts with a non-space character:
-        # the cut iter_text_chunks makes, so chunked tokenization equals whole-text tokenization.
-        parts: list[str] = []
-        chars, reported, first = 0, 0, True
-        try:
-            for row in reader:
-                if index >= len(row):
-                    continue
-                value = row[index]
-                if not first:
-                    parts.append("\n")
-                    chars += 1
-                    if chars >= chunk_chars and value[:1] and not value[0].isspace():
-                        done = min(raw.tell(), size)
-                        yield "".join(parts), done - reported
-                        reported, parts, chars = done, [], 0
-                first = False
-                parts.append(value)
-                chars += len(value)
-        except csv.Error as exc:  # e.g. a field above csv.field_size_limit()
-            raise DataError(f"{path} is not readable as CSV near line {reader.line_num}: {exc}",
-                            hint="check its quoting, or read it as plain text without --column"
-                            ) from None
-        yield "".join(parts), size - reported
-
-
 # --- building and loading the cache ------------------------------------------------------------
 
-def cache_dir_for(source: Path, settings: TokenizeSettings, cache_root: Path) -> Path:
-    """One folder per (source path, settings); a changed file rebuilds the same folder."""
-    key = json.dumps({"source": str(source.resolve()), **asdict(settings)}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    stem = re.sub(r"[^\w.-]+", "_", source.stem)[:40] or "corpus"
+Sources = Path | str | Sequence[Path | str] | None
+
+
+def as_sources(sources: Sources) -> tuple[Path, ...]:
+    """What the user named (one path or several) as a tuple; nothing is the bundled corpus."""
+    if sources is None or (not isinstance(sources, Path | str) and len(sources) == 0):
+        return (default_corpus(),)
+    if isinstance(sources, Path | str):
+        return (Path(sources),)
+    return tuple(Path(p) for p in sources)
+
+
+def cache_dir_for(sources: Sources, settings: TokenizeSettings, cache_root: Path,
+                  vocab: Vocabulary | None = None) -> Path:
+    """One folder per (sources, settings, and a vocabulary given in advance): a changed, added
+    or removed file rebuilds the same folder."""
+    paths = as_sources(sources)
+    key = {"source": str(paths[0].resolve()), **asdict(settings)}
+    if len(paths) > 1:
+        key["sources"] = [str(p.resolve()) for p in paths]
+    if vocab is not None:
+        key["vocabulary"] = hashlib.sha256(vocab.ids.tobytes()).hexdigest()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    stem = re.sub(r"[^\w.-]+", "_", paths[0].stem)[:40] or "corpus"
     return cache_root / f"{stem}-{digest}"
 
 
-def prepare(source: Path | None = None, settings: TokenizeSettings | None = None, *,
+@dataclass
+class SourceSet:
+    """The files a run's sources hold and their manifest (path, size, sha256 of each)."""
+
+    paths: tuple[Path, ...]
+    found: Found
+    entries: list[dict]
+    sha256: str
+
+
+def source_set(sources: Sources, settings: TokenizeSettings) -> SourceSet:
+    """Find and hash the files of `sources` (one DataError for anything unreadable)."""
+    paths = as_sources(sources)
+    found = discover(paths, settings.include, settings.exclude, settings.column)
+    entries = manifest(found.files)
+    return SourceSet(paths, found, entries, manifest_sha256(entries))
+
+
+def prepare(source: Sources = None, settings: TokenizeSettings | None = None, *,
             cache_root: Path | None = None, force: bool = False, threads: int | None = None,
-            progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> TokenCache:
+            progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES,
+            vocab: Vocabulary | None = None) -> TokenCache:
     """Return the corpus's token cache, building it unless a valid one exists.
 
-    This is what `tinygpt tokenize` does and what `train` calls first.
+    `source`: a file or folder, or several; None is the bundled corpus. `vocab`: tokenize with
+    this vocabulary (a checkpoint's, for --init-from: ids it lacks fall back to byte tokens)
+    instead of one made from the corpus. This is what `tinygpt tokenize` does and what `train`
+    calls first.
     """
-    source = check_source(Path(source) if source is not None else default_corpus())
     settings = settings or TokenizeSettings()
+    sources = source_set(source, settings)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dir()
-    folder = cache_dir_for(source, settings, cache_root)
-    sha = file_sha256(source)
+    folder = cache_dir_for(sources.paths, settings, cache_root, vocab)
     warnings: list[str] = []
     if not force and folder.exists():
-        problem = verify_cache(folder, sha, content=True)
+        problem = verify_cache(folder, sources.sha256, content=True)
         if problem is None:
             cache = load_cache(folder)
             cache.hit = True
+            cache.warnings += skipped_warnings(cache.meta)
             return cache
         if problem == OLD_CACHE:
             warnings.append(f"the cache in {folder} was made by an older tinygpt, without "
@@ -291,8 +204,8 @@ def prepare(source: Path | None = None, settings: TokenizeSettings | None = None
         elif problem != "source changed":
             warnings.append(f"the cache in {folder} is damaged ({problem}); rebuilding it")
     get_encoding(settings.encoding)  # fail on a bad encoding before any work
-    cache = build_cache(source, settings, folder, sha, threads=threads, progress=progress,
-                        chunk_bytes=chunk_bytes)
+    cache = build_cache(sources, settings, folder, threads=threads, progress=progress,
+                        chunk_bytes=chunk_bytes, vocab=vocab)
     cache.warnings = warnings + cache.warnings
     return cache
 
@@ -322,36 +235,49 @@ def _writable_root(cache_root: Path) -> None:
                         hint=f"pass --cache-dir to a writable folder or set {CACHE_ENV}") from None
 
 
-def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str, *,
+def build_cache(sources: SourceSet, settings: TokenizeSettings, folder: Path, *,
                 threads: int | None = None, progress: Progress | None = None,
-                chunk_bytes: int = CHUNK_BYTES) -> TokenCache:
-    """Tokenize `source` into a fresh cache at `folder` (replacing what is there atomically)."""
+                chunk_bytes: int = CHUNK_BYTES, vocab: Vocabulary | None = None) -> TokenCache:
+    """Tokenize `sources` into a fresh cache at `folder` (replacing what is there atomically)."""
     started = time.perf_counter()
     _writable_root(folder.parent)
     _remove_stale_builds(folder)
     encoding = get_encoding(settings.encoding)
+    separator, notes = settings.separator, []
+    if vocab is not None and separator == "eot" and vocab.eot is None:
+        separator = "newline"  # the model never learned end-of-text: a newline is its break
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
-        raw_path = work / "raw.u32"
-        before = source.stat()
-        stats = _tokenize_to_file(source, settings, encoding, raw_path, threads, progress,
-                                  chunk_bytes)
-        after = source.stat()
-        # a source rewritten while it was read: what was read is a mix, and must not be cached
-        # under either version's hash
-        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) \
-                or file_sha256(source) != sha:
-            raise DataError(f"{source} changed while it was being tokenized; nothing was cached",
-                            hint="run again once the file is no longer being written")
-        vocab = Vocabulary.from_counts(settings.encoding, settings.vocab_mode, stats["counts"])
-        meta = _write_splits(raw_path, vocab, settings, work)
-        raw_path.unlink()
+        stats = _tokenize_to_files(sources, settings, separator, encoding, work, threads,
+                                   progress, chunk_bytes)
+        if vocab is None:
+            vocab = Vocabulary.from_counts(settings.encoding, settings.vocab_mode,
+                                           stats["counts"])
+        meta = _write_splits(stats["raw"], vocab, settings, work)
+        for raw in stats["raw"].values():
+            raw.unlink()
+        skipped = stats["skipped"]
+        if separator != settings.separator and stats["documents"] > 1:
+            notes.append("documents are separated by a newline: the model's vocabulary has no "
+                         "end-of-text token")
         meta.update({
             "format_version": FORMAT_VERSION,
             "tinygpt_version": __version__,
-            "source": {"path": str(source.resolve()), "size": source.stat().st_size,
-                       "sha256": sha},
+            "source": {"path": str(sources.paths[0].resolve()),
+                       "paths": [str(p.resolve()) for p in sources.paths],
+                       "size": sum(e["size"] for e in sources.entries),
+                       "sha256": sources.sha256},
             "settings": asdict(settings),
+            "files": len(sources.entries) - len(skipped),
+            "documents": stats["documents"],
+            "skipped": {"count": len(skipped), "first": [
+                {"path": str(s.path), "reason": s.reason} for s in skipped[:5]]},
+            "passed_over": {"not_matched": sources.found.not_matched,
+                            "hidden": sources.found.hidden,
+                            "special": [str(p) for p in sources.found.special[:5]],
+                            "special_count": len(sources.found.special)},
+            "separator": separator,
+            "notes": notes,
             "characters": stats["characters"],
             "distinct_tokens": int(np.count_nonzero(stats["counts"])),
             "seconds": round(time.perf_counter() - started, 3),
@@ -365,8 +291,8 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
         shutil.rmtree(work, ignore_errors=True)
         where = Path(exc.filename) if exc.filename else folder
         reason = exc.strerror or str(exc)
-        if where == source:
-            raise DataError(f"could not read {source}: {reason}") from None
+        if any(where == Path(e["path"]) for e in sources.entries):
+            raise DataError(f"could not read {where}: {reason}") from None
         raise DataError(f"could not write the token cache at {where}: {reason}",
                         hint=write_hint(exc, "pass --cache-dir to another location")
                         ) from None
@@ -374,74 +300,150 @@ def build_cache(source: Path, settings: TokenizeSettings, folder: Path, sha: str
         shutil.rmtree(work, ignore_errors=True)
         raise
     cache = load_cache(folder)
+    cache.warnings += skipped_warnings(cache.meta)
     return cache
 
 
-def _tokenize_to_file(source: Path, settings: TokenizeSettings, encoding, raw_path: Path,
-                      threads: int | None, progress: Progress | None,
-                      chunk_bytes: int) -> dict:
-    """Stream the corpus through tiktoken in parallel threads, appending ids to a uint32 file."""
+def skipped_warnings(meta: dict) -> list[str]:
+    """What a build passed over, as warnings: files it could not read as text, and files in
+    folders that are not regular files."""
+    warnings = list(meta.get("notes", []))
+    skipped = meta.get("skipped", {})
+    if skipped.get("count"):
+        first = skipped["first"][0]
+        warnings.append(f"skipped {skipped['count']} file(s) that are not text; the first: "
+                        f"{first['reason']} (--strict stops at such a file instead)")
+    passed = meta.get("passed_over", {})
+    if passed.get("special_count"):
+        warnings.append(f"skipped {passed['special_count']} entries that are not regular files "
+                        f"(FIFOs, devices, sockets, broken links); the first: "
+                        f"{passed['special'][0]}")
+    return warnings
+
+
+def separator_ids(encoding, separator: str) -> list[int]:
+    """The ids between two documents: the encoding's end-of-text token (an id, never text: a
+    document's literal "<|endoftext|>" stays ordinary text), a newline, or nothing."""
+    return {"eot": [encoding.eot_token], "newline": encoding.encode_ordinary("\n"),
+            "none": []}[separator]
+
+
+def is_validation_document(number: int, fraction: float) -> bool:
+    """--split documents: document `number` (0, 1, 2, ...) is held out when it carries the
+    running share of documents past the next whole one: every 10th for 0.1 (9, 19, ...)."""
+    return math.floor((number + 1) * fraction) > math.floor(number * fraction)
+
+
+def _tokenize_to_files(sources: SourceSet, settings: TokenizeSettings, separator: str,
+                       encoding, work: Path, threads: int | None, progress: Progress | None,
+                       chunk_bytes: int) -> dict:
+    """Read every document in parallel threads and append its encoding ids to raw uint32
+    files, in order, a separator between documents: one file (split later by position) or,
+    with --split documents, one per split."""
     threads = threads or min(8, os.cpu_count() or 1)
-    total = source.stat().st_size
+    total = sum(e["size"] for e in sources.entries)
     counts = np.zeros(encoding.n_vocab, dtype=np.int64)
-    characters, done, printable = 0, 0, False
-    if settings.column is None:
-        pieces = iter_text_chunks(source, settings.errors, chunk_bytes)
-    else:
-        pieces = iter_csv_column(source, settings.column, settings.errors, chunk_bytes)
+    by_document = settings.split == "documents"
+    raw = {name: work / f"raw-{name}.u32" for name in ("train", "valid")} if by_document \
+        else {"all": work / "raw.u32"}
+    between = np.asarray(separator_ids(encoding, separator), dtype=np.uint32)
+    stats = {"characters": 0, "documents": 0, "printable": False, "skipped": []}
+    started = dict.fromkeys(raw, False)  # a split holds a document already: separate the next
+    done = 0
+    current = "all"
     pending: list[tuple[Future, int]] = []
 
-    def drain(out, keep: int) -> None:
-        nonlocal done
+    def write(outs: dict, name: str, ids: np.ndarray) -> None:
+        outs[name].write(ids.data)  # not tofile: a failed write keeps its errno (ENOSPC)
+        counts[:] += np.bincount(ids, minlength=len(counts))[: len(counts)]
+
+    def drain(outs: dict, keep: int) -> None:
+        nonlocal done, current
         while len(pending) > keep:
             future, nbytes = pending.pop(0)
-            ids = np.asarray(future.result(), dtype=np.uint32)
-            out.write(ids.data)  # not tofile: a failed write keeps its errno (ENOSPC)
-            counts[:] += np.bincount(ids, minlength=len(counts))[: len(counts)]
+            pieces, skipped = future.result()
+            stats["skipped"] += skipped
+            for piece in pieces:
+                if not piece.continues:
+                    if by_document:
+                        current = "valid" if is_validation_document(
+                            stats["documents"], settings.val_fraction) else "train"
+                    if started[current] and len(between):
+                        write(outs, current, between)
+                    started[current] = True
+                    stats["documents"] += 1
+                write(outs, current, np.asarray(piece.ids, dtype=np.uint32))
+                stats["characters"] += piece.characters
+                stats["printable"] = stats["printable"] or piece.printable
             done += nbytes
             if progress:
                 progress(done, total)
 
     pool = ThreadPoolExecutor(threads)
     try:
-        with open(raw_path, "wb") as out:
-            for text, nbytes in pieces:
-                characters += len(text)
-                printable = printable or not text.isspace() and bool(text)
-                pending.append((pool.submit(encoding.encode_ordinary, text), nbytes))
-                drain(out, keep=2 * threads)  # bounded in flight: memory scales with chunk size
-            drain(out, keep=0)
+        with contextlib.ExitStack() as stack:
+            outs = {name: stack.enter_context(open(path, "wb")) for name, path in raw.items()}
+            for task in tasks(sources.found, sources.entries, settings.read_settings(),
+                              encoding.encode_ordinary, chunk_bytes):
+                pending.append((pool.submit(task.run), task.nbytes))
+                drain(outs, keep=2 * threads)  # bounded in flight: memory scales with chunks
+            drain(outs, keep=0)
     except BaseException:  # Ctrl-C, say: drop the chunks not started instead of encoding them
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    if not printable:
-        raise DataError(f"{source} has no text to train on (it is empty or only whitespace)")
-    return {"counts": counts, "characters": characters}
+    names = ", ".join(str(p) for p in sources.paths)
+    if not stats["printable"]:
+        raise DataError(f"{names} has no text to train on (it is empty or only whitespace"
+                        + (f"; {len(stats['skipped'])} file(s) skipped: "
+                           f"{stats['skipped'][0].reason}" if stats["skipped"] else "") + ")")
+    if by_document and not started["valid"]:
+        raise DataError(f"--split documents: {names} holds {stats['documents']} document(s), "
+                        f"too few to hold out a share of {settings.val_fraction}",
+                        hint="raise --val-fraction, or split by tokens (--split tokens)")
+    return {"counts": counts, "raw": raw, **stats}
 
 
-def _write_splits(raw_path: Path, vocab: Vocabulary, settings: TokenizeSettings,
+def _write_splits(raw: dict[str, Path], vocab: Vocabulary, settings: TokenizeSettings,
                   work: Path, block: int = 1 << 22) -> dict:
-    """Map encoding ids to model ids and write train/valid files; return their metadata."""
-    raw = np.memmap(raw_path, dtype=np.uint32, mode="r")
-    n = len(raw)
-    n_train = int(n * (1 - settings.val_fraction))  # the book: first 90% train, rest valid
+    """Map encoding ids to model ids and write train/valid files; return their metadata.
+    Ids the vocabulary lacks (a vocabulary given in advance) become their byte tokens: the
+    count of encoding tokens that did is `fallback_tokens`."""
+    if "all" in raw:
+        ids_all = np.memmap(raw["all"], dtype=np.uint32, mode="r") \
+            if raw["all"].stat().st_size else np.zeros(0, np.uint32)
+        n = len(ids_all)
+        n_train = int(n * (1 - settings.val_fraction))  # the book: first 90% train, rest valid
+        parts = {"train": (ids_all, 0, n_train), "valid": (ids_all, n_train, n)}
+    else:
+        parts = {}
+        for name in ("train", "valid"):
+            ids = np.memmap(raw[name], dtype=np.uint32, mode="r") \
+                if raw[name].stat().st_size else np.zeros(0, np.uint32)
+            parts[name] = (ids, 0, len(ids))
     dtype = np.uint16 if vocab.size <= 65536 else np.uint32
     byte_len = vocab.token_byte_lengths()
-    splits = {}
-    for name, lo, hi in (("train", 0, n_train), ("valid", n_train, n)):
-        nbytes = 0
+    splits, fallback, encoded = {}, 0, 0
+    for name, (source, lo, hi) in parts.items():
+        nbytes = tokens = 0
         with open(work / f"{name}.bin", "wb") as out:
             for start in range(lo, hi, block):
-                ids = vocab.to_model[raw[start:min(hi, start + block)]]
+                chunk = np.asarray(source[start:min(hi, start + block)], dtype=np.int64)
+                ids = vocab.to_model[chunk]
+                if (ids < 0).any():
+                    fallback += int((ids < 0).sum())
+                    ids = vocab.map_ids(chunk)
+                encoded += len(chunk)
                 nbytes += int(byte_len[ids].sum())
+                tokens += len(ids)
                 out.write(ids.astype(f"<{np.dtype(dtype).char}").data)
-        splits[name] = {"tokens": hi - lo, "bytes": nbytes}
+        splits[name] = {"tokens": tokens, "bytes": nbytes}
     with open(work / "vocab.bin", "wb") as out:
         out.write(vocab.ids.astype("<u4").data)
-    del raw
-    return {"tokens": n, "dtype": np.dtype(dtype).name,
-            "vocab": {**vocab.identity()}, "splits": splits}
+    del parts
+    return {"tokens": splits["train"]["tokens"] + splits["valid"]["tokens"],
+            "dtype": np.dtype(dtype).name, "vocab": {**vocab.identity()}, "splits": splits,
+            "encoded_tokens": encoded, "fallback_tokens": fallback}
 
 
 def _swap_into_place(work: Path, folder: Path) -> None:
@@ -546,8 +548,19 @@ def summary(cache: TokenCache, seconds: float) -> dict:
     """The figures `tokenize` reports, as plain data."""
     meta = cache.meta
     tokens = meta["tokens"]
+    skipped, passed = meta.get("skipped", {}), meta.get("passed_over", {})
+    encoded = meta.get("encoded_tokens") or 0
     return {
         "source": meta["source"]["path"],
+        "sources": meta["source"].get("paths", [meta["source"]["path"]]),
+        "files": meta.get("files", 1),
+        "documents": meta.get("documents", 1),
+        "skipped_files": skipped.get("count", 0),
+        "not_matched_files": passed.get("not_matched", 0),
+        "separator": meta.get("separator", "eot"),
+        "split": meta["settings"].get("split", "tokens"),
+        "val_fraction": meta["settings"].get("val_fraction", 0.1),
+        "fallback_share": round(meta.get("fallback_tokens", 0) / encoded, 6) if encoded else 0.0,
         "characters": meta["characters"],
         "tokens": tokens,
         "distinct_tokens": meta["distinct_tokens"],

@@ -357,7 +357,7 @@ def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | Non
     Re-uses `data.prepare` with the recorded settings, so a missing cache is rebuilt; a corpus
     that changed since, or a cache whose vocabulary is not the checkpoint's, is a clear error.
     """
-    from .data import TokenizeSettings, default_corpus, file_sha256, prepare
+    from .data import TokenizeSettings, default_corpus, file_sha256, prepare, source_set
     from .errors import CheckpointError, DataError, TinyGPTError
 
     info = state.get("data")
@@ -375,23 +375,34 @@ def checkpoint_cache(checkpoint: Path, state: dict, vocab, cache_dir: Path | Non
             f"{settings.encoding}/{settings.vocab_mode}, its model uses {tok['encoding']}/"
             f"{tok['mode']}", hint="pass --data PATH to score a text file with the model's own "
             "vocabulary")
-    source, sha = Path(info["path"]), info.get("sha256")
-    if not source.is_file():
+    paths = info.get("paths")
+    sources = [Path(p) for p in paths] if isinstance(paths, list) and paths \
+        else [Path(info["path"])]
+    sha = info.get("sha256")
+    if len(sources) == 1 and not sources[0].exists():
         # the bundled corpus lives elsewhere in another install; the same bytes are the same data
         try:
             default = default_corpus()
         except DataError:
             default = None
         if default is None or sha is None or file_sha256(default) != sha:
-            raise DataError(f"{source}, the corpus {checkpoint} was trained on, is not there",
-                            hint="pass --data PATH to score a text file instead")
-        source = default
-    if sha is not None and file_sha256(source) != sha:
-        raise DataError(f"{source} has changed since {checkpoint} was trained on it (sha256 "
-                        f"{sha[:12]} then, {file_sha256(source)[:12]} now)",
-                        hint=f"pass --data {source} to score it with the checkpoint's "
+            raise DataError(f"{sources[0]}, the corpus {checkpoint} was trained on, is not "
+                            "there", hint="pass --data PATH to score a text file instead")
+        sources = [default]
+    missing = [p for p in sources if not p.exists()]
+    if missing:
+        raise DataError(f"{missing[0]}, part of the corpus {checkpoint} was trained on, is not "
+                        "there", hint="pass --data PATH to score a text file instead")
+    now = source_set(sources, settings).sha256
+    if sha is not None and now != sha:
+        shown = ", ".join(map(str, sources))
+        raise DataError(f"{shown} has changed since {checkpoint} was trained on it (sha256 "
+                        f"{sha[:12]} then, {now[:12]} now)",
+                        hint="pass --data PATH to score a file with the checkpoint's "
                         "vocabulary anyway")
-    cache = prepare(source, settings, cache_root=cache_dir, progress=progress)
+    # a run started from another checkpoint tokenized its corpus with that vocabulary
+    cache = prepare(sources, settings, cache_root=cache_dir, progress=progress,
+                    vocab=vocab if state.get("init_from") else None)
     if not (cache.vocab.encoding_name == vocab.encoding_name and cache.vocab.mode == vocab.mode
             and np.array_equal(cache.vocab.ids, vocab.ids)):
         raise DataError(

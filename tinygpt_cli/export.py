@@ -27,7 +27,8 @@ import torch
 
 from . import __version__
 from .checkpoint import CONFIG, FOLDER_FORMAT, FOLDER_VERSION, IDS, RECORDED, WEIGHTS, load_model
-from .errors import DataError, UsageError
+from .errors import DataError, TinyGPTError, UsageError
+from .export_hf import logit_difference
 from .files import fsync, umask, write_hint
 from .model import GPT
 from .tokenizer import Vocabulary
@@ -70,7 +71,15 @@ def export(checkpoint: Path, out: Path, fmt: str = "safetensors", force: bool = 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        written = writer(staging, model, vocab, state, str(out))
+        try:
+            written = writer(staging, model, vocab, state, str(out))
+        except (TinyGPTError, OSError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # transformers, torch.onnx, onnxruntime: one line, not theirs
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise DataError(f"could not export to {fmt}: {type(exc).__name__}: {first}",
+                            hint="a version of the extra's packages tinygpt does not know? "
+                            f"pip install -U 'tinygpt[{FORMATS[fmt][0]}]'") from None
         mask = umask()
         for file in staging.iterdir():  # as any new file (mkdtemp's are private), on disk
             file.chmod(0o666 & ~mask)
@@ -137,8 +146,9 @@ def _write_onnx(folder: Path, model: GPT, vocab: Vocabulary, state: dict,
     tokenizer, extra = build_tokenizer(vocab)
     wide = with_extra_tokens(model, extra)
     c = wide.config
-    dims = {0: torch.export.Dim("batch", min=1, max=1 << 20),
-            1: torch.export.Dim("sequence", min=1, max=c.context_length)}
+    dims = {0: torch.export.Dim("batch", min=1, max=1 << 20)}
+    if c.context_length > 1:  # (a context of one token is a fixed length)
+        dims[1] = torch.export.Dim("sequence", min=1, max=c.context_length)
     with quiet():
         program = torch.onnx.export(
             _Logits(wide), (torch.zeros(2, min(8, c.context_length), dtype=torch.long),),
@@ -171,16 +181,6 @@ class _Logits(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)[0]
-
-
-def logit_difference(model: GPT, logits, length: int) -> float:
-    """The largest difference between the model's logits and `logits(ids)`'s on two random
-    windows of `length` ids (the model's vocabulary; an export may have more, after them)."""
-    ids = torch.randint(0, model.config.vocab_size, (2, length),
-                        generator=torch.Generator().manual_seed(length))
-    with torch.no_grad():
-        ours, theirs = model(ids)[0], logits(ids)[..., :model.config.vocab_size]
-    return float((ours - theirs).abs().max())
 
 
 def _refuse_if_different(difference: float) -> None:

@@ -29,7 +29,7 @@ import math
 import re
 import shlex
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -101,6 +101,16 @@ def ctrl_config(model: GPT) -> dict:
             "use_cache": True}
 
 
+def logit_difference(model: GPT, logits, length: int) -> float:
+    """The largest difference between the model's logits and `logits(ids)`'s on two random
+    windows of `length` ids (the model's vocabulary; an export may have more, after them)."""
+    ids = torch.randint(0, model.config.vocab_size, (2, length),
+                        generator=torch.Generator().manual_seed(length))
+    with torch.no_grad():
+        ours, theirs = model(ids)[0], logits(ids)[..., :model.config.vocab_size]
+    return float((ours - theirs).abs().max())
+
+
 # --- the tokenizer ------------------------------------------------------------------------------
 
 def _byte_to_unicode() -> dict[int, str]:
@@ -164,7 +174,7 @@ def build_tokenizer(vocab: Vocabulary):  # -> (tokenizers.Tokenizer, number of e
     """tiktoken's encoding of the vocabulary as a `tokenizers` byte-level BPE whose ids are the
     model's: the same pre-tokenizing pattern, every merge between its tokens ranked as tiktoken
     ranks their join, and a whole piece that is a token taken as it is (as tiktoken does).
-    Special tokens the vocabulary holds (`<|endoftext|>`) are added as special tokens."""
+    Special tokens the vocabulary holds (`<|endoftext|>`) are special tokens at their ids."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
     encoding = vocab.encoding
@@ -186,8 +196,11 @@ def build_tokenizer(vocab: Vocabulary):  # -> (tokenizers.Tokenizer, number of e
             if left in ids and right in ids:
                 merges.append((ranks[token], ranks[left], ranks[right], left, right))
     merges.sort()
-    bpe = models.BPE(vocab={text(t): i for t, i in ids.items()},
-                     merges=[(text(a), text(b)) for *_, a, b in merges],
+    # a special token keeps the model's id: in the vocabulary (merged into by nothing), then
+    # marked special, so "<|endoftext|>" in a prompt is that token, as transformers users expect
+    named = {text(t): i for t, i in ids.items()}
+    named.update({tokens[i].decode(): i for i in specials})
+    bpe = models.BPE(vocab=named, merges=[(text(a), text(b)) for *_, a, b in merges],
                      ignore_merges=True)
     tokenizer = Tokenizer(bpe)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -209,8 +222,6 @@ def write(folder: Path, model: GPT, vocab: Vocabulary, state: dict, where: str) 
     by how much); returns what was written and the largest difference."""
     from transformers import CTRLConfig, CTRLLMHeadModel, GenerationConfig, PreTrainedTokenizerFast
 
-    from .export import logit_difference
-
     tokenizer, extra = build_tokenizer(vocab)
     wide = with_extra_tokens(model, extra)
     with quiet():
@@ -221,7 +232,8 @@ def write(folder: Path, model: GPT, vocab: Vocabulary, state: dict, where: str) 
         PreTrainedTokenizerFast(
             tokenizer_object=tokenizer, model_max_length=model.config.context_length,
             clean_up_tokenization_spaces=False).save_pretrained(folder)
-    # the class name both transformers 4 and 5 know (5 writes its own new name)
+    (folder / "special_tokens_map.json").unlink(missing_ok=True)  # transformers 4: all is in
+    # tokenizer.json; the class name both transformers 4 and 5 know (5 writes its own new name)
     settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     settings.pop("backend", None)
     settings["tokenizer_class"] = "PreTrainedTokenizerFast"
@@ -268,16 +280,28 @@ def quiet():
 
 
 def training_command(state: dict) -> str:
-    """A `tinygpt train` command with the run's data, shape and training settings."""
-    data, settings = state.get("data", {}), state.get("data", {}).get("settings", {})
+    """A `tinygpt train` command with the run's data (file names), shape and settings."""
+    from .data import TokenizeSettings
+
+    data = state.get("data", {})
+    settings, defaults = data.get("settings", {}), asdict(TokenizeSettings())
     shape, train = state.get("model_config", {}), state.get("train_config", {})
     words = ["tinygpt", "train"]
-    if data.get("path"):
-        words += ["--data", Path(data["path"]).name]
-    if settings.get("column"):
-        words += ["--column", settings["column"]]
-    if settings.get("vocab_mode") == "full":
-        words.append("--full-vocab")
+    for path in data.get("paths") or ([data["path"]] if data.get("path") else []):
+        words += ["--data", Path(path).name]
+    for key, value in settings.items():  # what differs from tokenize's defaults
+        if key not in defaults or value == defaults[key] or \
+                (isinstance(value, list) and tuple(value) == defaults[key]):
+            continue
+        if key == "vocab_mode":
+            words.append("--full-vocab")
+        elif key == "strict":
+            words.append("--strict")
+        elif isinstance(value, list):
+            for item in value:
+                words += ["--" + key, str(item)]
+        else:
+            words += ["--" + key.replace("_", "-"), str(value)]
     for key in ("d_model", "num_blocks", "num_heads", "context_length", "dropout"):
         if key in shape:
             words += ["--" + key.replace("_", "-"), str(shape[key])]
@@ -285,16 +309,21 @@ def training_command(state: dict) -> str:
                 "min_lr", "weight_decay", "grad_clip", "grad_accum", "seed"):
         if key in train:
             words += ["--" + key.replace("_", "-"), str(train[key])]
+    if isinstance(state.get("init_from"), dict) and state["init_from"].get("path"):
+        words += ["--init-from", Path(state["init_from"]["path"]).name]
     return shlex.join(words)
 
 
 def model_card(model: GPT, vocab: Vocabulary, state: dict, extra: int, where: str,
                difference: float) -> str:
     c, data = model.config, state.get("data", {})
+    folder = Path(where).name  # (never the path on this machine: the card is for sharing)
     params = sum(p.numel() for p in model.parameters())
     losses = state.get("last_losses") or [None, None]
     best = state.get("best_valid_loss")
-    corpus = Path(data["path"]).name if data.get("path") else "(not recorded)"
+    names = [Path(p).name for p in data.get("paths") or ([data["path"]] if data.get("path")
+                                                            else [])]
+    corpus = ", ".join(names) if names else "(not recorded)"
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-generation",
         "tags: [tinygpt, ctrl, text-generation]", "---", "",
@@ -311,7 +340,8 @@ def model_card(model: GPT, vocab: Vocabulary, state: dict, extra: int, where: st
         f"| last losses | train {_loss(losses[0])}, validation {_loss(losses[1])} |",
         f"| best validation loss | {_loss(best)} (step {state.get('best_step', '?')}) |",
         f"| parameters | {params:,} |",
-        f"| shape | d_model {c.d_model}, {c.num_blocks} blocks, {c.num_heads} heads, context "
+        f"| shape | d_model {c.d_model}, {c.num_blocks} block{'s' * (c.num_blocks != 1)}, "
+        f"{c.num_heads} head{'s' * (c.num_heads != 1)}, context "
         f"{c.context_length} tokens |",
         f"| tokenizer | tiktoken `{vocab.encoding_name}`, {vocab.mode} vocabulary of "
         f"{vocab.size:,} tokens |",
@@ -319,8 +349,8 @@ def model_card(model: GPT, vocab: Vocabulary, state: dict, extra: int, where: st
         "Trained with (equivalent settings):", "", "```", training_command(state), "```", "",
         "## Use it", "", "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-        f"model = AutoModelForCausalLM.from_pretrained({where!r})",
-        f"tokenizer = AutoTokenizer.from_pretrained({where!r})",
+        f"model = AutoModelForCausalLM.from_pretrained({folder!r})",
+        f"tokenizer = AutoTokenizer.from_pretrained({folder!r})",
         f"ids = tokenizer({default_prompt(state)!r}, return_tensors='pt').input_ids",
         "out = model.generate(ids)  # samples as `tinygpt generate` does, to the context's end",
         "print(tokenizer.decode(out[0]))", "```", "",
@@ -344,10 +374,16 @@ def model_card(model: GPT, vocab: Vocabulary, state: dict, extra: int, where: st
 
 
 def default_prompt(state: dict) -> str:
-    """The prompt `tinygpt generate` starts this model from."""
+    """The prompt `tinygpt generate` starts this model from, as transformers' tokenizer reads
+    it (the end-of-text token as its special token's text)."""
     from .generation import DEFAULT_PROMPT
 
-    return DEFAULT_PROMPT
+    start = state.get("sample_start")
+    if not isinstance(start, dict):
+        return DEFAULT_PROMPT
+    if start.get("token") == "eot":
+        return "<|endoftext|>"
+    return start["text"] if isinstance(start.get("text"), str) else DEFAULT_PROMPT
 
 
 def _loss(value: object) -> str:

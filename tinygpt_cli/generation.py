@@ -8,6 +8,7 @@ before a --stop string without ever showing part of it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ class Sample:
     index: int
     text: str  # the continuation, cut before a --stop string
     ids: list[int]  # every id generated (the last one may hold the stop string)
-    finish_reason: str  # "length" (max_new_tokens reached) or "stop"
+    finish_reason: str  # "length" (max_new_tokens reached), "stop" or "eot" (end-of-text)
     stop: str | None  # the stop string that ended it
     seconds: float
     # tokens drawn past max_new_tokens to finish the character the last one left open
@@ -89,8 +90,41 @@ def read_prompt(prompt: str | None, prompt_file: Path | None, stdin: TextIO | No
         except UnicodeDecodeError:
             raise DataError("the prompt on standard input is not UTF-8 text") from None
     else:
-        return DEFAULT_PROMPT if prompt is None else prompt
+        return prompt  # None: the checkpoint's own start (`default_prompt`)
     return text[:-1] if text.endswith("\n") else text
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_sha256() -> str | None:
+    from .data import default_corpus, file_sha256
+    from .errors import DataError
+
+    try:
+        return file_sha256(default_corpus())
+    except DataError:
+        return None
+
+
+def sample_start(meta: dict, vocab: Vocabulary) -> dict:
+    """Where a sample of a model trained on a cache (its `meta`) starts, as a checkpoint records
+    it: the book's prompt for the bundled corpus; else the start of a document: the end-of-text
+    token where the model learned it (documents joined by it), else a new line."""
+    if meta["source"]["sha256"] == _bundled_sha256():
+        return {"text": DEFAULT_PROMPT}
+    if vocab.eot is not None:
+        return {"token": "eot"}
+    return {"text": START_TEXT}
+
+
+def default_prompt(state: dict, vocab: Vocabulary, context_length: int) -> Prompt:
+    """The prompt when none is given: where the checkpoint says its samples start (a checkpoint
+    that does not say was trained before tinygpt knew: the book's prompt)."""
+    start = state.get("sample_start")
+    if isinstance(start, dict) and start.get("token") == "eot" and vocab.eot is not None:
+        return Prompt("", [vocab.eot], 0, True)
+    text = start.get("text") if isinstance(start, dict) else None
+    return encode_prompt(vocab, text if isinstance(text, str) else DEFAULT_PROMPT,
+                         context_length)
 
 
 def encode_prompt(vocab: Vocabulary, text: str, context_length: int) -> Prompt:
@@ -151,7 +185,8 @@ class StopFilter:
 def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
                    device: torch.device | str = "cpu", use_cache: bool = True,
                    fast: bool = False, valid_utf8: bool = True,
-                   tick: Callable[[], None] | None = None) -> Iterator[TextChunk | Sample]:
+                   tick: Callable[[], None] | None = None,
+                   stop_at_eot: bool = True) -> Iterator[TextChunk | Sample]:
     """Generate `config.num_samples` continuations, yielding text as it is decoded and a `Sample`
     at the end of each.
 
@@ -162,7 +197,9 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
     With `valid_utf8` (the default) only tokens that keep the text valid UTF-8 are drawn, and a
     character the last token leaves open is finished (`Sample.finishing_tokens` says with how
     many more), so no sample shows U+FFFD; False draws from the raw model. `tick()` is
-    called after each token (`runtime.Threads` measures the time between calls).
+    called after each token (`runtime.Threads` measures the time between calls). With
+    `stop_at_eot`, the end-of-text token (where the vocabulary has it) ends a sample: the
+    document is over (finish reason "eot"); else it shows as the text <|endoftext|>.
     """
     import torch
 
@@ -171,6 +208,7 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
     for i in range(config.num_samples):
         generator = torch.Generator(device=device).manual_seed(config.seed + i)
         decoder, stops, ids = vocab.stream_decoder(), StopFilter(config.stop), []
+        finish = "length"
         started = time.perf_counter()
         tokens = generate_tokens(model, prompt.ids, config.max_new_tokens,
                                  temperature=config.temperature, top_k=config.top_k,
@@ -181,6 +219,9 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
                 if tick is not None:
                     tick()
                 ids.append(token)
+                if stop_at_eot and token == vocab.eot:
+                    finish = "eot"
+                    break
                 text = stops.feed(decoder.push(token))
                 if text:
                     yield TextChunk(i, text)
@@ -193,7 +234,9 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
             text += stops.finish()
             if text:
                 yield TextChunk(i, text)
-        yield Sample(i, stops.text, ids, "length" if stops.hit is None else "stop", stops.hit,
+        else:
+            finish = "stop"
+        yield Sample(i, stops.text, ids, finish, stops.hit,
                      time.perf_counter() - started,
                      max(0, len(ids) - config.max_new_tokens))
 
@@ -201,9 +244,10 @@ def stream_samples(model: GPT, vocab: Vocabulary, prompt: Prompt, config: Sample
 def generate(model: GPT, vocab: Vocabulary, prompt: Prompt, config: SampleConfig, *,
              device: torch.device | str = "cpu", use_cache: bool = True,
              fast: bool = False, valid_utf8: bool = True,
-             tick: Callable[[], None] | None = None) -> list[Sample]:
+             tick: Callable[[], None] | None = None, stop_at_eot: bool = True) -> list[Sample]:
     """All samples at once (what --json prints)."""
     return [event for event in stream_samples(model, vocab, prompt, config, device=device,
                                               use_cache=use_cache, fast=fast,
-                                              valid_utf8=valid_utf8, tick=tick)
+                                              valid_utf8=valid_utf8, tick=tick,
+                                              stop_at_eot=stop_at_eot)
             if isinstance(event, Sample)]

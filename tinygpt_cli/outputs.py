@@ -58,6 +58,11 @@ def claim(out: Path, *, inputs: list[Path], resume: Path | None, overwrite: bool
             if _same(path, given):
                 raise UsageError(f"--out {out} would overwrite {given}, an input of this run",
                                  hint="give --out a path of its own, such as model/model.ckpt")
+    for given in inputs:
+        if Path(given).is_dir() and Path(given).resolve() in out.resolve().parents:
+            raise UsageError(f"--out {out} is inside {given}, a folder of this run's corpus: "
+                             "its metrics file would be read as text next time",
+                             hint="give --out a path outside the data folder")
     continuing = resume is not None and any(_same(Path(resume), p) for p in ours[:2])
     for path in ours[:2]:  # the checkpoint and the best one beside it
         if not path.exists() or path.is_dir():

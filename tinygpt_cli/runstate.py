@@ -18,6 +18,7 @@ from . import checkpoint as ckpt
 from .config import ModelConfig, TrainConfig
 from .data import TokenCache
 from .errors import CheckpointError, UsageError
+from .generation import sample_start
 from .runtime import Dist
 
 
@@ -57,10 +58,13 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
         "train_config": asdict(train_config),
         "tokenizer": ckpt.tokenizer_state(cache.vocab),
         "data": {"path": meta["source"]["path"], "sha256": meta["source"]["sha256"],
+                 "files": meta.get("files", 1), "documents": meta.get("documents", 1),
                  "settings": meta["settings"],
                  "train_tokens": len(cache.train), "valid_tokens": len(cache.valid),
                  "train_bytes": meta["splits"]["train"]["bytes"],
                  "valid_bytes": meta["splits"]["valid"]["bytes"]},
+        # where `tinygpt generate` starts a sample without a prompt: this corpus's beginnings
+        "sample_start": sample_start(meta, cache.vocab),
         "optimizer_state_dict": optimizer.state_dict(),
         "step": progress.step,
         "best_valid_loss": progress.best_valid,
@@ -73,6 +77,8 @@ def snapshot(*, model: torch.nn.Module, model_config: ModelConfig, train_config:
         "rng": rng,
         "world_size": dist.world_size,
     }
+    if len(meta["source"].get("paths", [])) > 1:  # several sources; one is `path` alone
+        state["data"]["paths"] = meta["source"]["paths"]
     if scaler.is_enabled():
         state["scaler"] = scaler.state_dict()
     return state

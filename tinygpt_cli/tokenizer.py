@@ -104,9 +104,12 @@ class Vocabulary:
         present = np.flatnonzero(counts)
         if mode == COMPACT:
             ids = np.union1d(present, byte_ids)
-        else:
-            top = max(int(present.max()) if len(present) else 0, max(byte_ids))
-            ids = np.arange(top + 1)
+        else:  # the book's 0..max(id); a special token (end-of-text) joins as itself
+            special = np.array(sorted(encoding.encode_single_token(t)
+                                      for t in encoding.special_tokens_set), dtype=np.int64)
+            ordinary = present[~np.isin(present, special)]
+            top = max(int(ordinary.max()) if len(ordinary) else 0, max(byte_ids))
+            ids = np.union1d(np.arange(top + 1), present[np.isin(present, special)])
         return cls(encoding_name, mode, ids)
 
     def __len__(self) -> int:
@@ -152,9 +155,22 @@ class Vocabulary:
         """Model ids -> text; bytes that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(model_ids).decode("utf-8", errors="replace")
 
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """Model ids of the encoding's special tokens (end-of-text between documents)."""
+        special = {self.encoding.encode_single_token(t) for t in self.encoding.special_tokens_set}
+        return frozenset(int(i) for i in np.flatnonzero(np.isin(self.ids, list(special))))
+
+    @property
+    def eot(self) -> int | None:
+        """The model id of the encoding's end-of-text token, if the vocabulary holds it."""
+        found = np.flatnonzero(self.ids == self.encoding.eot_token)
+        return int(found[0]) if len(found) else None
+
     def token_byte_lengths(self) -> np.ndarray:
-        """Bytes per model id, for bits-per-byte."""
-        return np.array([len(self.token_bytes(i)) for i in range(self.size)], dtype=np.int64)
+        """Bytes of text per model id, for bits-per-byte (a special token stands for none)."""
+        return np.array([0 if i in self.special_ids else len(self.token_bytes(i))
+                         for i in range(self.size)], dtype=np.int64)
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)

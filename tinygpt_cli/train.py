@@ -127,8 +127,9 @@ class TrainRequest:
 
     train_config: TrainConfig = field(default_factory=TrainConfig)
     model_options: dict = field(default_factory=dict)
-    data: Path | None = None
+    data: Path | tuple[Path, ...] | None = None  # files and folders; None: the bundled corpus
     tokenize: TokenizeSettings = field(default_factory=TokenizeSettings)
+    init_from: Path | None = None  # a new run from this checkpoint's weights (--init-from)
     cache_dir: Path | None = None
     out: Path = Path("model/model.ckpt")
     resume: Path | None = None
@@ -166,7 +167,9 @@ class Trainer:
         if self.dist.main:
             check_writable(self.out)
             # the corpus and a --config are inputs; --resume may be this run's own checkpoint
-            inputs = [Path(p) for p in (request.data, *request.inputs) if p]
+            data = (request.data,) if isinstance(request.data, str | Path) \
+                else tuple(request.data or ())
+            inputs = [Path(p) for p in (*data, request.init_from, *request.inputs) if p]
             self.lock = outputs.claim(self.out, inputs=inputs, resume=request.resume,
                                       overwrite=request.overwrite)
             ckpt.remove_stale_temporaries(self.out)
@@ -190,6 +193,19 @@ class Trainer:
         if state is not None:
             ckpt.check(state, request.resume)  # before anything is built from it
             runstate.check_resumable(state, request.resume, self.cfg)
+        self.init = None  # --init-from: (model, vocabulary, state) of the checkpoint
+        self.resumed_init = state.get("init_from") if state is not None else None
+        tokenize, vocab = request.tokenize, None
+        if request.init_from is not None:
+            if request.resume is not None:
+                raise UsageError("--init-from starts a new run from a checkpoint's weights and "
+                                 "--resume continues a run: give one of them")
+            self.init = ckpt.load_model(request.init_from)
+            self._check_init_shape(self.init[0].config)
+            vocab = self.init[1]  # the new text in the model's own vocabulary
+            tokenize = replace(tokenize, encoding=vocab.encoding_name, vocab_mode=vocab.mode)
+        elif self.resumed_init is not None:  # a run begun with --init-from: its vocabulary
+            vocab = ckpt.vocabulary_from(state)
         if request.model_options:  # the model's own settings, checked before any tokenizing,
             # and its memory with the smallest vocabulary: what cannot fit even so is refused now
             self._check_memory(self._model_config(None, vocab_size=1), counted=False)
@@ -200,12 +216,21 @@ class Trainer:
             builder = (self.dist.local_rank or 0) == 0
             if not builder:
                 self.dist.barrier()
-            cache = prepare(request.data, request.tokenize, cache_root=request.cache_dir,
-                            progress=tokenize_progress if self.dist.main else None)
+            cache = prepare(request.data, tokenize, cache_root=request.cache_dir,
+                            progress=tokenize_progress if self.dist.main else None,
+                            vocab=vocab)
             if builder:
                 self.dist.barrier()
         self.cache = cache
         self.notices += self.cache.warnings
+        if self.init is not None:
+            meta = cache.meta
+            share = meta.get("fallback_tokens", 0) / max(1, meta.get("encoded_tokens", 0))
+            self.notices.append(
+                f"--init-from {request.init_from}: {share:.2%} of this text's tokens are not in "
+                "the checkpoint's vocabulary and are spelled in byte tokens"
+                + (" (a vocabulary that fits this text badly: the model learns it slower)"
+                   if share > 0.05 else ""))
         self.model_config = self._model_config(state)
         self._check_context()
         self._check_memory()
@@ -215,6 +240,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model = GPT(self.model_config).to(self.device)
+        if self.init is not None:
+            self.model.load_state_dict(self.init[0].state_dict())
         if self.dist.enabled:  # same initial weights (DDP broadcasts them), own dropout masks
             torch.manual_seed(self.cfg.seed + self.dist.rank)
         self.optimizer = self._optimizer()
@@ -252,12 +279,25 @@ class Trainer:
 
     def _model_config(self, state: dict | None, vocab_size: int | None = None) -> ModelConfig:
         options = self.request.model_options
+        if self.init is not None:  # the checkpoint's shape; only the dropout is the run's
+            base = self.init[0].config
+            return replace(base, dropout=options.get("dropout", base.dropout))
         if state is not None and not options:  # an API caller resuming without options
             return ckpt.model_config_from(state)
         unknown = set(options) - MODEL_FIELDS
         if unknown:
             raise UsageError(f"unknown model options: {', '.join(sorted(unknown))}")
         return ModelConfig(vocab_size=vocab_size or self.cache.vocab.size, **options)
+
+    def _check_init_shape(self, config: ModelConfig) -> None:
+        """--init-from: an option that would give the model another shape is refused."""
+        for key in ("d_model", "num_blocks", "num_heads", "context_length"):
+            given = self.request.model_options.get(key)
+            if given is not None and given != getattr(config, key):
+                option = "--" + key.replace("_", "-")
+                raise UsageError(f"{option} {given}: --init-from {self.request.init_from} "
+                                 f"starts from weights of {key} {getattr(config, key)}, and "
+                                 "the shape comes with them", hint=f"leave {option} out")
 
     def _optimizer(self):
         """The book's AdamW: torch.optim.AdamW, or on the speed path the same update without
@@ -372,10 +412,18 @@ class Trainer:
 
     def state(self) -> dict:
         """Everything needed to continue exactly: weights, optimizer, step, and every RNG."""
-        return runstate.snapshot(
+        state = runstate.snapshot(
             model=self.model, model_config=self.model_config, train_config=self.cfg,
             device=self.device, cache=self.cache, optimizer=self.optimizer, scaler=self.scaler,
             progress=self.progress, batch_gen=self.batch_gen, dist=self.dist)
+        if self.init is not None:  # where the weights began (a resume keeps the record)
+            start = self.init[2]
+            state["init_from"] = {"path": str(self.request.init_from),
+                                  "step": start.get("step"),
+                                  "data": start.get("data", {}).get("path")}
+        elif self.resumed_init is not None:
+            state["init_from"] = self.resumed_init
+        return state
 
     @property
     def step(self) -> int:

@@ -161,10 +161,28 @@ def count_progress(description: str, total: int, enabled: bool = True) -> Iterat
         yield lambda n=1: progress.advance(task, n)
 
 
+SEPARATOR_NAMES = {"eot": "end-of-text", "newline": "a newline", "none": "nothing"}
+
+
 def tokenize_summary(s: dict) -> None:
     title = "Token cache (hit: nothing to do)" if s["cache_hit"] else "Tokenized"
+    read = f"{s['files']:,} file(s), {s['documents']:,} document(s)"
+    if s["documents"] > 1:
+        read += f", separated by {SEPARATOR_NAMES[s['separator']]}"
+    passed = [f"{s['skipped_files']:,} not text" if s["skipped_files"] else "",
+              f"{s['not_matched_files']:,} not matching --include/--exclude"
+              if s["not_matched_files"] else ""]
+    rows = {"source": ", ".join(s["sources"]), "read": read}
+    if any(passed):
+        rows["skipped"] = "; ".join(p for p in passed if p)
+    if s["fallback_share"]:
+        rows["byte fallback"] = (f"{s['fallback_share']:.2%} of tokens (not in the model's "
+                                 "vocabulary: spelled as bytes)")
     key_value_table(title, {
-        "source": s["source"],
+        **rows,
+        "validation": (f"{s['val_fraction']:.0%} of the documents, whole, spread evenly"
+                       if s["split"] == "documents"
+                       else f"the last {s['val_fraction']:.0%} of the tokens"),
         "characters": s["characters"],
         "tokens": s["tokens"],
         "distinct tokens": s["distinct_tokens"],
@@ -551,10 +569,19 @@ def checkpoint_summary(d: dict) -> None:
             rows["training"] += ", speed path " + ("on" if t["fast"] else "off (--no-fast)")
     data = d["data"]
     if data:
-        rows["data"] = data["path"]
+        paths = data.get("paths")
+        rows["data"] = ", ".join(map(str, paths)) if isinstance(paths, list) and paths \
+            else data["path"]
+        if isinstance(data.get("files"), int) and isinstance(data.get("documents"), int) \
+                and data["documents"] > 1:
+            rows["data"] += f" ({data['files']:,} files, {data['documents']:,} documents)"
         rows["data sha256"] = data["sha256"]
         if data.get("train_tokens") is not None:
             rows["data tokens"] = f"{data['train_tokens']:,} train, {data['valid_tokens']:,} valid"
+    start = d.get("init_from")
+    if start:
+        rows["started from"] = f"{start.get('path')} (step {start.get('step')}, trained on " \
+                               f"{start.get('data')})"
     rows["can resume"] = ("yes (optimizer and RNG state saved)"
                           if d["has_optimizer_state"] and d["has_rng_state"] else
                           f"optimizer state {'saved' if d['has_optimizer_state'] else 'missing'}, "

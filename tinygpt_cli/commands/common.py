@@ -85,6 +85,43 @@ def column_option(panel: str | None = None):
         "whole file as text.", show_default=False, rich_help_panel=panel)]
 
 
+def source_options(panel: str | None = None) -> tuple:
+    """The options that say which files of the sources are read and how documents are joined
+    and split, shared by tokenize and train: --include, --exclude, --field, --separator,
+    --split, --strict."""
+    return (
+        Annotated[list[str] | None, typer.Option(
+            "--include", metavar="GLOB", help="In folders, read the files matching this glob "
+            "(on the name or the path inside the folder; repeat for more). Default: files that "
+            "look like text or data (.txt .md .rst .html .csv .jsonl .jsonl.gz .parquet, ...). "
+            "Hidden files and folders are always skipped.", show_default=False,
+            rich_help_panel=panel)],
+        Annotated[list[str] | None, typer.Option(
+            "--exclude", metavar="GLOB", help="Leave out files matching this glob (repeat for "
+            "more).", show_default=False, rich_help_panel=panel)],
+        Annotated[str | None, typer.Option(
+            "--field", help="The text of a JSONL record (one document per line) or the column "
+            "of a Parquet file (one document per row; the parquet extra).",
+            show_default="text", rich_help_panel=panel)],
+        Annotated[str | None, typer.Option(
+            "--separator", metavar="eot|newline|none", help="Between documents (the files of "
+            "a folder, JSONL records, Parquet rows): the encoding's end-of-text token (its own "
+            "id; the text <|endoftext|> inside a document stays ordinary text), a newline, or "
+            "nothing. One text file is one document, as in the book.", show_default="eot",
+            rich_help_panel=panel)],
+        Annotated[str | None, typer.Option(
+            "--split", metavar="tokens|documents", help="Validation: tokens holds out the last "
+            "--val-fraction of the tokens (the book); documents holds out that share of whole "
+            "documents, spread evenly (with 0.1, every 10th: no document is in both splits).",
+            show_default="tokens", rich_help_panel=panel)],
+        Annotated[bool, typer.Option(
+            "--strict", help="Stop at a file in a folder that is not UTF-8 text (binary, "
+            "UTF-16, bad bytes) and name its byte offset. Default: skip it with a warning "
+            "that counts such files and names the first. A file named on the command line is "
+            "always read or refused.", rich_help_panel=panel)],
+    )
+
+
 def threads_option(panel: str | None = None):
     """--threads, one meaning in every command that runs the model."""
     return Annotated[str, typer.Option(
@@ -98,6 +135,7 @@ def threads_option(panel: str | None = None):
 
 
 CacheDir = cache_dir_option()
+Include, Exclude, Field, Separator, Split, Strict = source_options()
 Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Checkpoint = Annotated[Path, typer.Option(
     "--checkpoint", "-c", help="The checkpoint to load (written by `tinygpt train`).")]

@@ -34,7 +34,7 @@ def export_command(
     Each export is loaded back before it is kept and its logits compared with the
     checkpoint's (the largest difference is printed). Refused with one line: a file that is
     not a tinygpt checkpoint, non-finite weights, an --out that exists and is not empty
-    (unless --force), a missing extra (pip install 'tinygpt[hf]', '[safetensors]', '[onnx]').
+    (unless --force), a missing extra (the line names the pip install that brings it).
     """
     from ..export import require
 
@@ -53,6 +53,9 @@ def export_command(
     if "max_logit_difference" in result:
         ui.info(f"Checked: loaded back, its logits are within "
                 f"{result['max_logit_difference']:.1e} of the checkpoint's")
+        if result["max_logit_difference"] > 1e-4:
+            ui.warn("that is more than 1e-4: large logits magnify the one difference CTRL "
+                    "cannot match (LayerNorm eps 1e-6 in its blocks, tinygpt's 1e-5)")
     if result.get("extra_tokens"):
         ui.info(f"The tokenizer also holds {result['extra_tokens']:,} tokens the model never "
                 "learned, which only text unlike the training corpus can end on (they are never "

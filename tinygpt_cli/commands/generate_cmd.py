@@ -27,7 +27,9 @@ def generate_command(
     checkpoint: Checkpoint = Path("model/model.ckpt"),
     prompt: Annotated[str | None, typer.Option(
         "--prompt", "-p", help="Text to continue; '-' reads standard input; '' starts from a "
-        "newline (a new title).", show_default=DEFAULT_PROMPT)] = None,
+        "newline. Default: where the checkpoint's corpus starts its documents: the book's "
+        f"{DEFAULT_PROMPT} for the bundled corpus, else the end-of-text token where the model "
+        "learned one (documents joined by it), else a new line.", show_default=False)] = None,
     prompt_file: Annotated[Path | None, typer.Option(
         "--prompt-file", help="Read the prompt from this UTF-8 file.", show_default=False)
     ] = None,
@@ -60,6 +62,10 @@ def generate_command(
         "--allow-invalid-utf8", help="Draw from every token, as the raw model would: the text "
         "may then hold pieces of characters, shown as U+FFFD. By default only tokens that keep "
         "the text valid UTF-8 are drawn (their probabilities renormalised).")] = False,
+    ignore_eot: Annotated[bool, typer.Option(
+        "--ignore-eot", help="Go on past the end-of-text token (shown as <|endoftext|>) instead "
+        "of ending the sample there, where the model learned one (documents joined by it).")
+    ] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print prompt, samples and settings as JSON on stdout instead of "
         "streaming the text.")] = False,
@@ -77,7 +83,14 @@ def generate_command(
         from ..checkpoint import load_model
         from ..config import SampleConfig
         from ..errors import UsageError
-        from ..generation import TextChunk, encode_prompt, generate, read_prompt, stream_samples
+        from ..generation import (
+            TextChunk,
+            default_prompt,
+            encode_prompt,
+            generate,
+            read_prompt,
+            stream_samples,
+        )
         from ..runtime import Threads as ThreadCount
         from ..runtime import parse_threads, resolve_device
 
@@ -90,9 +103,13 @@ def generate_command(
     count = parse_threads(threads)
     dev = resolve_device(device)
     use_fast = speed_path.decide(fast, dev, torch.float32) and not no_cache  # a cached decoder
-    model, vocab, _ = load_model(checkpoint, dev)
+    model, vocab, state = load_model(checkpoint, dev)
     tuner = ThreadCount.resolve(count, dev)
-    encoded = encode_prompt(vocab, text, model.config.context_length)
+    if text is None:  # where the checkpoint's samples start: its corpus's kind of beginning
+        encoded = default_prompt(state, vocab, model.config.context_length)
+        text = encoded.text
+    else:
+        encoded = encode_prompt(vocab, text, model.config.context_length)
     if encoded.cropped:
         ui.warn(f"the prompt has {len(encoded.ids) + encoded.cropped} tokens, more than the "
                 f"context length {model.config.context_length}: the model sees its last "
@@ -101,13 +118,16 @@ def generate_command(
 
     if json_out:
         samples = generate(model, vocab, encoded, config, device=dev, use_cache=use_cache,
-                           fast=use_fast, valid_utf8=not allow_invalid_utf8, tick=tuner.tick)
+                           fast=use_fast, valid_utf8=not allow_invalid_utf8, tick=tuner.tick,
+                           stop_at_eot=not ignore_eot)
         ui.print_json(_json(checkpoint, encoded, config, samples, dev, use_cache, use_fast,
                             not allow_invalid_utf8, tuner.count))
         return
 
     if encoded.start_token:
-        ui.info("empty prompt: starting from a newline token (the start of a title)")
+        ui.info("starting from the end-of-text token (the start of a document)"
+                if encoded.ids == [vocab.eot] else
+                "empty prompt: starting from a newline token (the start of a line)")
     rules = num_samples > 1 and sys.stdout.isatty() and sys.stderr.isatty()
 
     def begin(index: int) -> None:
@@ -122,7 +142,8 @@ def generate_command(
         begin(0)
         for event in stream_samples(model, vocab, encoded, config, device=dev,
                                     use_cache=use_cache, fast=use_fast,
-                                    valid_utf8=not allow_invalid_utf8, tick=tuner.tick):
+                                    valid_utf8=not allow_invalid_utf8, tick=tuner.tick,
+                                    stop_at_eot=not ignore_eot):
             if isinstance(event, TextChunk):
                 ui.stream(event.text)
                 continue

@@ -65,8 +65,11 @@ def checkpoint_info(path: Path) -> dict:
         "best_step": state.get("best_step"),
         "last_train_loss": last[0],
         "last_valid_loss": last[1],
-        "data": {k: data.get(k) for k in ("path", "sha256", "train_tokens", "valid_tokens")}
+        "data": {k: data.get(k) for k in ("path", "paths", "files", "documents", "sha256",
+                                          "train_tokens", "valid_tokens")}
         if data else None,
+        "init_from": state.get("init_from") if isinstance(state.get("init_from"), dict)
+        else None,
         "world_size": state.get("world_size", 1),
         "has_optimizer_state": "optimizer_state_dict" in state,
         "has_rng_state": bool(state.get("rng")),

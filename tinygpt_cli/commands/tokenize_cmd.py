@@ -9,14 +9,34 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheDir, Column, Encoding, Errors, Json, funnel
+from .common import (
+    CacheDir,
+    Column,
+    Encoding,
+    Errors,
+    Exclude,
+    Field,
+    Include,
+    Json,
+    Separator,
+    Split,
+    Strict,
+    funnel,
+)
 
 
 @funnel
 def tokenize(
-    path: Annotated[Path | None, typer.Argument(
-        help="A UTF-8 text or CSV file. Default: the bundled corpus of shop product titles.",
-        show_default=False)] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Text, CSV, JSONL (.jsonl, .jsonl.gz) or Parquet files, and folders (read "
+        "recursively), as many as you like. Default: the bundled corpus of shop product "
+        "titles.", show_default=False)] = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    field: Field = None,
+    separator: Separator = None,
+    split: Split = None,
+    strict: Strict = False,
     column: Column = None,
     encoding: Encoding = "cl100k_base",
     full_vocab: Annotated[bool, typer.Option(
@@ -39,17 +59,23 @@ def tokenize(
 ) -> None:
     """Tokenize a corpus with tiktoken and cache its token ids for train, eval and generate.
 
-    The same file with the same settings is a cache hit; a changed file is tokenized again.
+    The same files with the same settings are a cache hit; a changed, added or removed file
+    is tokenized again. Several documents (the files of a folder, JSONL records, Parquet rows)
+    are joined by the end-of-text token.
     """
     from .. import ui
     from ..data import TokenizeSettings, max_context_length, prepare, summary
     from ..tokenizer import COMPACT, FULL
 
     started = time.perf_counter()
+    given = {"include": tuple(include or ()), "exclude": tuple(exclude or ()), "field": field,
+             "separator": separator, "split": split}
     settings = TokenizeSettings(encoding=encoding, vocab_mode=FULL if full_vocab else COMPACT,
-                                val_fraction=val_fraction, column=column, errors=errors)
+                                val_fraction=val_fraction, column=column, errors=errors,
+                                strict=strict,
+                                **{k: v for k, v in given.items() if v is not None})
     with ui.byte_progress("Tokenizing", enabled=sys.stderr.isatty()) as progress:
-        cache = prepare(path, settings, cache_root=cache_dir, force=force, threads=threads,
+        cache = prepare(paths or None, settings, cache_root=cache_dir, force=force, threads=threads,
                         progress=progress)
     for warning in cache.warnings:
         ui.warn(warning)

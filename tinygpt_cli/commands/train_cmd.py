@@ -17,6 +17,7 @@ from .common import (
     funnel,
     importing_torch,
     is_rank_zero,
+    source_options,
     threads_option,
 )
 
@@ -25,6 +26,7 @@ MORE = "Beyond the book (off or neutral by default)"
 RUN = "Data, output and resume"
 WATCH = "Watching the run"
 RunColumn = column_option(RUN)
+RunInclude, RunExclude, RunField, RunSeparator, RunSplit, RunStrict = source_options(RUN)
 RunCacheDir = cache_dir_option(RUN)
 RunThreads = threads_option(MORE)
 
@@ -93,9 +95,23 @@ def train(
         "any option you give wins. book: the chapter's defaults; gpt2-small: d_model 768, 12 "
         "blocks, 12 heads, context 1024.", rich_help_panel=MORE,
         show_default=False)] = None,
-    data: Annotated[Path | None, typer.Option(
-        help="Corpus to train on (tokenized and cached as by `tinygpt tokenize`). Default: the "
-        "bundled corpus.", rich_help_panel=RUN, show_default=False)] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        help="Corpus to train on: a text, CSV, JSONL or Parquet file, or a folder (read "
+        "recursively); repeat for more (tokenized and cached as by `tinygpt tokenize`). "
+        "Default: the bundled corpus.", rich_help_panel=RUN, show_default=False)] = None,
+    include: RunInclude = None,
+    exclude: RunExclude = None,
+    field: RunField = None,
+    separator: RunSeparator = None,
+    split: RunSplit = None,
+    strict: RunStrict = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Start a new run (step 0, a fresh optimizer, its own --out) from "
+        "this checkpoint's weights, on any --data: the model's shape and tokenizer come from "
+        "it (options that would change them are refused); steps, learning rate, schedule and "
+        "dropout are yours. Text its vocabulary lacks is spelled in byte tokens; the share "
+        "that was is reported. (--resume continues the same run on the same data.)",
+        rich_help_panel=RUN, show_default=False)] = None,
     column: RunColumn = None,
     encoding: Annotated[str | None, typer.Option(
         "--encoding", help="tiktoken encoding. cl100k_base works offline (bundled); others need "
@@ -171,6 +187,13 @@ def _run(cli_values: dict) -> None:
         command_line["max_time"] = parse_duration(command_line["max_time"])
     if command_line.pop("full_vocab"):
         command_line["vocab_mode"] = FULL
+    if not command_line.get("strict"):
+        command_line.pop("strict", None)  # False is the default, not a choice to record
+    for key in ("include", "exclude"):
+        if key in command_line:
+            command_line[key] = tuple(command_line[key])
+    if "init_from" in cli_values:
+        _check_init_from(cli_values, command_line)
     file_values = read_toml(cli_values["config"]) if "config" in cli_values else None
     talk = is_rank_zero()
     if talk:
@@ -198,6 +221,7 @@ def _run(cli_values: dict) -> None:
         sample_every=cli_values["sample_every"],
         sample_prompt=cli_values["sample_prompt"],
         overwrite=cli_values["overwrite"],
+        init_from=cli_values.get("init_from"),
         inputs=tuple(Path(cli_values[k]) for k in ("config",) if k in cli_values),
     )
     with ui.byte_progress("Tokenizing", enabled=talk and sys.stderr.isatty()) as progress:
@@ -239,6 +263,23 @@ def _run(cli_values: dict) -> None:
             ui.info(f"Stopped by {name} after step {done.steps}; saved {done.checkpoint}.")
             ui.info(f"Resume with: {_resume_command(done.checkpoint)}")
         raise typer.Exit(130 if done.signum == signal.SIGINT else 143)
+
+
+def _check_init_from(cli_values: dict, command_line: dict) -> None:
+    """--init-from takes the model's shape and tokenizer from its checkpoint: options that
+    would choose them are refused here (shape options: by the trainer, against the checkpoint)."""
+    from ..errors import UsageError
+
+    if "resume" in cli_values:
+        raise UsageError("--init-from starts a new run from a checkpoint's weights and --resume "
+                         "continues a run: give one of them")
+    if cli_values.get("preset") == AUTO:
+        raise UsageError("--preset auto chooses a model's shape, and --init-from's checkpoint "
+                         "has one already: leave --preset auto out")
+    for key, option in (("encoding", "--encoding"), ("vocab_mode", "--full-vocab")):
+        if key in command_line:
+            raise UsageError(f"{option}: the tokenizer comes from --init-from's checkpoint (its "
+                             "vocabulary is what the model learned); leave it out")
 
 
 def _auto_settings(cli_values: dict, command_line: dict, file_values: dict | None,
