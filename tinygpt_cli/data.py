@@ -147,14 +147,21 @@ def cache_dir_for(sources: Sources, settings: TokenizeSettings, cache_root: Path
     """One folder per (sources, settings, and a vocabulary given in advance): a changed, added
     or removed file rebuilds the same folder."""
     paths = as_sources(sources)
-    key = {"source": str(paths[0].resolve()), **asdict(settings)}
+    key = {"source": _resolved(paths[0]), **asdict(settings)}
     if len(paths) > 1:
-        key["sources"] = [str(p.resolve()) for p in paths]
+        key["sources"] = [_resolved(p) for p in paths]
     if vocab is not None:
         key["vocabulary"] = hashlib.sha256(vocab.ids.tobytes()).hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     stem = re.sub(r"[^\w.-]+", "_", paths[0].stem)[:40] or "corpus"
     return cache_root / f"{stem}-{digest}"
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a link loop: `discover` says so, in one line
+        return os.path.abspath(path)
 
 
 @dataclass
@@ -167,12 +174,37 @@ class SourceSet:
     sha256: str
 
 
-def source_set(sources: Sources, settings: TokenizeSettings) -> SourceSet:
-    """Find and hash the files of `sources` (one DataError for anything unreadable)."""
+def source_set(sources: Sources, settings: TokenizeSettings,
+               known: dict[str, dict] | None = None) -> SourceSet:
+    """Find and hash the files of `sources` (one DataError for anything unreadable); `known`:
+    a cache's record of them (`sources.manifest`)."""
     paths = as_sources(sources)
     found = discover(paths, settings.include, settings.exclude, settings.column)
-    entries = manifest(found.files)
+    entries = manifest(found.files, known)
     return SourceSet(paths, found, entries, manifest_sha256(entries))
+
+
+MANIFEST = "sources.json"  # a cache's record of its files: path, size, mtime_ns, sha256
+
+
+MANIFEST_FIELDS = ("path", "size", "mtime_ns", "sha256")  # a row of sources.json
+
+
+def _cache_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of each of a cache's files there is ({} where one cannot be read)."""
+    hashes = {}
+    for name in CACHE_FILES:
+        with contextlib.suppress(DataError):
+            hashes[name] = file_sha256(folder / name)
+    return hashes
+
+
+def _known_files(folder: Path) -> dict[str, dict]:
+    try:
+        rows = json.loads((folder / MANIFEST).read_text(encoding="utf-8", errors="surrogateescape"))
+        return {row[0]: dict(zip(MANIFEST_FIELDS, row, strict=True)) for row in rows}
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return {}  # none yet, or damaged: every file is hashed
 
 
 def prepare(source: Sources = None, settings: TokenizeSettings | None = None, *,
@@ -187,12 +219,16 @@ def prepare(source: Sources = None, settings: TokenizeSettings | None = None, *,
     calls first.
     """
     settings = settings or TokenizeSettings()
-    sources = source_set(source, settings)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_dir()
-    folder = cache_dir_for(sources.paths, settings, cache_root, vocab)
+    folder = cache_dir_for(as_sources(source), settings, cache_root, vocab)
+    reuse = not force and folder.exists()
+    with ThreadPoolExecutor(1) as pool:  # the cache's files are hashed while the sources are
+        hashing = pool.submit(_cache_hashes, folder) if reuse else None  # found (a hit's time)
+        sources = source_set(source, settings, known=_known_files(folder) if reuse else None)
+        hashes = hashing.result() if hashing is not None else None
     warnings: list[str] = []
-    if not force and folder.exists():
-        problem = verify_cache(folder, sources.sha256, content=True)
+    if reuse:
+        problem = verify_cache(folder, sources.sha256, content=True, hashes=hashes)
         if problem is None:
             cache = load_cache(folder)
             cache.hit = True
@@ -285,6 +321,9 @@ def build_cache(sources: SourceSet, settings: TokenizeSettings, folder: Path, *,
         # what the files hold, so a hit can prove it: a damaged file of the right size (random
         # or shuffled ids, zeroed tokens) is caught, not trained on
         meta["checksums"] = {name: file_sha256(work / name) for name in CACHE_FILES}
+        (work / MANIFEST).write_text(json.dumps([[e[k] for k in MANIFEST_FIELDS]
+                                                 for e in sources.entries]),
+                                     encoding="utf-8", errors="surrogateescape")
         (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _swap_into_place(work, folder)
     except OSError as exc:  # a full disk, say: one line naming the path, nothing half-written
@@ -410,25 +449,24 @@ def _write_splits(raw: dict[str, Path], vocab: Vocabulary, settings: TokenizeSet
     Ids the vocabulary lacks (a vocabulary given in advance) become their byte tokens: the
     count of encoding tokens that did is `fallback_tokens`."""
     if "all" in raw:
-        ids_all = np.memmap(raw["all"], dtype=np.uint32, mode="r") \
-            if raw["all"].stat().st_size else np.zeros(0, np.uint32)
-        n = len(ids_all)
+        n = raw["all"].stat().st_size // 4
         n_train = int(n * (1 - settings.val_fraction))  # the book: first 90% train, rest valid
-        parts = {"train": (ids_all, 0, n_train), "valid": (ids_all, n_train, n)}
+        parts = {"train": (raw["all"], 0, n_train), "valid": (raw["all"], n_train, n)}
     else:
-        parts = {}
-        for name in ("train", "valid"):
-            ids = np.memmap(raw[name], dtype=np.uint32, mode="r") \
-                if raw[name].stat().st_size else np.zeros(0, np.uint32)
-            parts[name] = (ids, 0, len(ids))
+        parts = {name: (raw[name], 0, raw[name].stat().st_size // 4)
+                 for name in ("train", "valid")}
     dtype = np.uint16 if vocab.size <= 65536 else np.uint32
     byte_len = vocab.token_byte_lengths()
     splits, fallback, encoded = {}, 0, 0
     for name, (source, lo, hi) in parts.items():
         nbytes = tokens = 0
-        with open(work / f"{name}.bin", "wb") as out:
+        # read in blocks, not memory-mapped: the pages of a map count in the process's resident
+        # memory, and the raw ids of a 200 MB corpus are as large again
+        with open(work / f"{name}.bin", "wb") as out, open(source, "rb") as raw_ids:
             for start in range(lo, hi, block):
-                chunk = np.asarray(source[start:min(hi, start + block)], dtype=np.int64)
+                raw_ids.seek(4 * start)
+                chunk = np.fromfile(raw_ids, dtype="<u4",
+                                    count=min(hi, start + block) - start).astype(np.int64)
                 ids = vocab.to_model[chunk]
                 if (ids < 0).any():
                     fallback += int((ids < 0).sum())
@@ -440,7 +478,6 @@ def _write_splits(raw: dict[str, Path], vocab: Vocabulary, settings: TokenizeSet
         splits[name] = {"tokens": tokens, "bytes": nbytes}
     with open(work / "vocab.bin", "wb") as out:
         out.write(vocab.ids.astype("<u4").data)
-    del parts
     return {"tokens": splits["train"]["tokens"] + splits["valid"]["tokens"],
             "dtype": np.dtype(dtype).name, "vocab": {**vocab.identity()}, "splits": splits,
             "encoded_tokens": encoded, "fallback_tokens": fallback}
@@ -460,7 +497,8 @@ CACHE_FILES = ("train.bin", "valid.bin", "vocab.bin")
 OLD_CACHE = "it has no content checksums"
 
 
-def verify_cache(folder: Path, sha: str | None = None, content: bool = False) -> str | None:
+def verify_cache(folder: Path, sha: str | None = None, content: bool = False,
+                 hashes: dict[str, str] | None = None) -> str | None:
     """None when `folder` holds a complete cache (of a source with this sha256); else why not.
 
     With `content`, every file is also hashed and checked against the sha256 recorded when the
@@ -514,7 +552,8 @@ def verify_cache(folder: Path, sha: str | None = None, content: bool = False) ->
         if not isinstance(checksums, dict):
             return OLD_CACHE
         for name in CACHE_FILES:
-            if checksums.get(name) != file_sha256(folder / name):
+            found = (hashes or {}).get(name) or file_sha256(folder / name)
+            if checksums.get(name) != found:
                 return f"{name} does not match the checksum recorded when it was built"
     return None
 

@@ -8,7 +8,7 @@ sorted list of files, each of a kind:
 - jsonl: one document per record, its --field (default `text`); `.jsonl.gz` too;
 - parquet: one document per row of its --field column (the parquet extra: pyarrow).
 
-`manifest` hashes every file (the cache's key: path, size, sha256). `documents` reads the files
+`manifest` hashes every file (the cache's identity: path, size, sha256). `documents` reads the files
 in order as a stream of tasks whose results are documents' text; `data.build_cache` runs them in
 parallel and joins the documents with a separator (`Separator`).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fnmatch
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -48,12 +49,17 @@ DEFAULT_INCLUDE = tuple(f"*{s}" for s in TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUE
 SMALL_FILE = 1 << 20  # files up to this size are read whole by a worker, many to a task
 
 
-@dataclass(frozen=True)
+@dataclass  # (not frozen: thousands are made for each cache hit, and a frozen one is slower)
 class SourceFile:
-    path: Path
+    name: str  # its absolute path
     kind: str
     size: int
     listed: bool = False  # found in a folder (not named on the command line)
+    mtime_ns: int = 0
+
+    @functools.cached_property
+    def path(self) -> Path:  # made when the file is read (a cache hit reads none)
+        return Path(self.name)
 
 
 @dataclass
@@ -66,8 +72,8 @@ class Found:
     special: list[Path] = field(default_factory=list)  # FIFOs, devices, sockets in folders
 
 
-def kind_of(path: Path, column: str | None) -> str:
-    name = path.name.lower()
+def kind_of(path: Path | str, column: str | None) -> str:
+    name = os.path.basename(path).lower()
     if name.endswith(JSONL_SUFFIXES):
         return JSONL
     if name.endswith(PARQUET_SUFFIXES):
@@ -80,28 +86,30 @@ def kind_of(path: Path, column: str | None) -> str:
 def discover(paths: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
              column: str | None = None) -> Found:
     """The files `paths` name, in order: a file as given, a folder's files (recursively, sorted,
-    hidden ones skipped) that match an --include glob (default: `DEFAULT_INCLUDE`) and no
-    --exclude glob. A glob matches a file's name or its path inside the folder. A path that is
-    missing or not a regular file, or a search that finds nothing, is one DataError."""
+    hidden ones skipped) that match an --include glob (default: `DEFAULT_INCLUDE`, any case)
+    and no --exclude glob. A glob matches a file's name or its path inside the folder. A path
+    that is missing or not a regular file, or a search that finds nothing, is one DataError."""
     found = Found([])
-    seen: set[Path] = set()
+    seen: set[str] = set()
     patterns = tuple(include) or DEFAULT_INCLUDE
-    looked: dict[str, int] = {}  # what the folders held, by suffix, for "nothing matched"
+    wanted = _globs(patterns, any_case=not include)
+    unwanted = _globs(exclude) if exclude else None
+    looked: dict[str, int] = {}  # what the folders held that did not match, by suffix
     for given in paths:
         given = Path(given)
         if given.is_dir():
-            for file, relative in _walk(given, found):
-                looked[file.suffix.lower() or "(no suffix)"] = \
-                    looked.get(file.suffix.lower() or "(no suffix)", 0) + 1
-                if not _matches(relative, patterns) or (exclude and _matches(relative, exclude)):
+            for path, relative, info in _walk(os.path.abspath(given), "", found):
+                if not _matches(relative, wanted) or (unwanted and _matches(relative, unwanted)):
                     found.not_matched += 1
+                    suffix = os.path.splitext(relative)[1].lower() or "(no suffix)"
+                    looked[suffix] = looked.get(suffix, 0) + 1
                     continue
-                _add(found, seen, file, column, listed=True)
+                _add(found, seen, path, column, info, listed=True)
         else:
             check_source(given)
-            if exclude and _matches(given.name, exclude):
+            if unwanted and _matches(given.name, unwanted):
                 continue
-            _add(found, seen, given, column)
+            _add(found, seen, os.path.abspath(given), column, given.stat())
     if not found.files:
         names = ", ".join(str(p) for p in paths)
         if looked:
@@ -115,46 +123,60 @@ def discover(paths: Sequence[Path], include: Sequence[str] = (), exclude: Sequen
     return found
 
 
-def _walk(folder: Path, found: Found) -> Iterator[tuple[Path, str]]:
-    for root, dirs, files in os.walk(folder, onerror=_walk_error):
-        hidden_dirs = [d for d in dirs if d.startswith(".")]
-        found.hidden += len(hidden_dirs)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                found.hidden += 1
+def _walk(folder: str, relative: str,
+          found: Found) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(absolute path, path inside the walked folder, stat) of every regular file under
+    `folder`, sorted by name, depth first; hidden entries and links to folders are skipped,
+    FIFOs, devices, sockets and broken links listed in `found.special`."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            found.hidden += 1
+            continue
+        inside = f"{relative}/{entry.name}" if relative else entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, inside, found)
                 continue
-            path = Path(root) / name
-            try:
-                mode = path.stat().st_mode
-            except OSError:  # a broken link
-                found.special.append(path)
-                continue
-            if not stat.S_ISREG(mode):
-                found.special.append(path)
-                continue
-            yield path, path.relative_to(folder).as_posix()
+            info = entry.stat()
+        except OSError:  # a broken link
+            found.special.append(Path(entry.path))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            continue  # a link to a folder: not followed (it could lead round in a circle)
+        if not stat.S_ISREG(info.st_mode):
+            found.special.append(Path(entry.path))
+            continue
+        yield entry.path, inside, info
 
 
-def _walk_error(exc: OSError) -> None:
-    raise DataError(f"cannot read the folder {exc.filename}: {exc.strerror or exc}")
+def _globs(patterns: Sequence[str], any_case: bool = False) -> re.Pattern:
+    """Shell globs as one regular expression (fnmatch's translation)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns),
+                      re.IGNORECASE if any_case else 0)
 
 
-def _matches(relative: str, patterns: Sequence[str]) -> bool:
-    name = relative.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) for p in patterns)
+def _matches(relative: str, globs: re.Pattern) -> bool:
+    """A glob matches a file's name, or its path inside the folder given."""
+    return bool(globs.match(relative.rsplit("/", 1)[-1]) or globs.match(relative))
 
 
-def _add(found: Found, seen: set[Path], path: Path, column: str | None,
+def _add(found: Found, seen: set[str], name: str, column: str | None, info: os.stat_result,
          listed: bool = False) -> None:
-    resolved = path.resolve()
-    if resolved in seen:
+    """`name` is absolute (a folder's files are its path joined to theirs: no symlink is
+    resolved for each of thousands of files)."""
+    if name in seen:
         return
-    seen.add(resolved)
-    if kind_of(path, column) == PARQUET and importlib.util.find_spec("pyarrow") is None:
-        raise UsageError(f"{path} is a Parquet file, which needs pyarrow: "
+    seen.add(name)
+    kind = kind_of(name, column)
+    if kind == PARQUET and importlib.util.find_spec("pyarrow") is None:
+        raise UsageError(f"{name} is a Parquet file, which needs pyarrow: "
                          "pip install 'tinygpt[parquet]'")
-    found.files.append(SourceFile(path, kind_of(path, column), path.stat().st_size, listed))
+    found.files.append(SourceFile(name, kind, info.st_size, listed, info.st_mtime_ns))
 
 
 CHUNK_BYTES = 1 << 20  # text per tokenizer task; peak memory and the wait after Ctrl-C scale
@@ -324,12 +346,30 @@ def iter_csv_column(path: Path, column: str, errors: str = "strict",
 
 # --- the manifest ------------------------------------------------------------------------------
 
-def manifest(files: Sequence[SourceFile], threads: int = 8) -> list[dict]:
-    """Each file's path, size and sha256, hashed in parallel (hashlib releases the GIL)."""
-    with ThreadPoolExecutor(threads) as pool:
-        shas = list(pool.map(lambda f: file_sha256(f.path), files))
-    return [{"path": str(f.path.resolve()), "size": f.size, "sha256": sha}
-            for f, sha in zip(files, shas, strict=True)]
+def manifest(files: Sequence[SourceFile], known: dict[str, dict] | None = None,
+             threads: int = 8) -> list[dict]:
+    """Each file's path, size, modification time and sha256, hashed in parallel (hashlib
+    releases the GIL). A file whose size and modification time (in nanoseconds) are those
+    `known` recorded keeps its recorded sha256 without being read, as git's index and make
+    trust them: what makes a second `tokenize` of 200 MB take well under a second."""
+    known = known or {}
+
+    def recorded(file: SourceFile) -> str | None:
+        seen = known.get(file.name)
+        if seen and seen.get("size") == file.size and seen.get("mtime_ns") == file.mtime_ns \
+                and isinstance(seen.get("sha256"), str):
+            return seen["sha256"]
+        return None
+
+    shas = [recorded(file) for file in files]
+    unknown = [i for i, h in enumerate(shas) if h is None]
+    if unknown:
+        with ThreadPoolExecutor(threads) as pool:
+            for i, h in zip(unknown, pool.map(lambda i: file_sha256(files[i].path), unknown),
+                            strict=True):
+                shas[i] = h
+    return [{"path": f.name, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": h}
+            for f, h in zip(files, shas, strict=True)]
 
 
 def manifest_sha256(entries: Sequence[dict]) -> str:
@@ -337,7 +377,8 @@ def manifest_sha256(entries: Sequence[dict]) -> str:
     every file's path, size and sha256."""
     if len(entries) == 1:
         return entries[0]["sha256"]
-    return hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode()).hexdigest()
+    lines = "".join(f"{e['path']}\0{e['size']}\0{e['sha256']}\n" for e in entries)
+    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 # --- reading documents -------------------------------------------------------------------------
