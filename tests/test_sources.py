@@ -397,3 +397,67 @@ def test_a_cache_build_never_waits_on_a_fifo_named_alongside(tmp_path):
     while not done.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert done.is_set()
+
+
+# --- after review ---------------------------------------------------------------------------------
+
+def test_a_folder_through_a_link_or_moved_is_the_same_corpus(tmp_path, folder):
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    cache = tmp_path / "cache"
+    real = load_cache(Path(tokenize(folder, cache=cache)["cache"]))
+    linked = load_cache(Path(tokenize(link, cache=cache)["cache"]))
+    moved_to = tmp_path / "elsewhere"
+    folder.rename(moved_to)
+    moved = load_cache(Path(tokenize(moved_to, cache=cache)["cache"]))
+    assert real.meta["source"]["sha256"] == linked.meta["source"]["sha256"] \
+        == moved.meta["source"]["sha256"]
+
+
+def test_an_unchanged_file_is_not_read_again_and_a_changed_one_always_is(tmp_path, folder,
+                                                                          monkeypatch):
+    from tinygpt_cli import sources
+
+    monkeypatch.setattr(sources, "RACY_NS", 0)  # files made a moment ago may be trusted
+    cache = tmp_path / "cache"
+    tokenize(folder, cache=cache)
+    read = []
+    real = sources.file_sha256
+    monkeypatch.setattr(sources, "file_sha256", lambda path: read.append(path) or real(path))
+    assert tokenize(folder, cache=cache)["cache_hit"] and read == []
+    target = folder / "a03.txt"  # same size, its modification time put back (as cp -p does)
+    before = target.stat()
+    target.write_text(DOCS[3].replace("fox", "cat"))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size
+    again = tokenize(folder, cache=cache)
+    assert not again["cache_hit"] and [str(p) for p in read] == [str(target.resolve())]
+    assert stream(again) == joined(DOCS[:3] + [DOCS[3].replace("fox", "cat")] + DOCS[4:], [EOT])
+
+
+def test_a_damaged_gzip_and_empty_records(tmp_path):
+    good = gzip.compress(b"".join(json.dumps({"text": t}).encode() + b"\n" for t in DOCS))
+    damaged = tmp_path / "d.jsonl.gz"
+    damaged.write_bytes(good[:40] + bytes(range(200)) + good[240:])
+    assert_user_error(invoke("tokenize", damaged, "--cache-dir", tmp_path / "c"), 1,
+                      "cannot read")
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a", "", "b", ""]))
+    summary = tokenize(empty, cache=tmp_path / "c")
+    assert summary["documents"] == 2 and stream(summary) == joined(["a", "b"], [EOT])
+
+
+def test_an_init_from_run_resumes_on_its_own_vocabulary(parent, tmp_path):
+    new = tmp_path / "new.txt"
+    new.write_text("A dog ran in the park.\n" * 200)
+    common = ["--data", new, "--eval-interval", "2", "--eval-iters", "1", "--threads", "1",
+              "--cache-dir", tmp_path / "cache"]
+    first = invoke("train", "--init-from", parent, "--max-iters", "2", *common, "--out",
+                   tmp_path / "child.ckpt")
+    assert first.exit_code == 0, first.output
+    resumed = invoke("train", "--resume", tmp_path / "child.ckpt", "--max-iters", "4", *common,
+                     "--out", tmp_path / "child.ckpt")
+    assert resumed.exit_code == 0, resumed.output
+    state = ckpt.load(tmp_path / "child.ckpt")
+    assert state["step"] == 4 and state["init_from"]["path"] == str(parent)
+    assert torch.equal(state["tokenizer"]["ids"], ckpt.load(parent)["tokenizer"]["ids"])

@@ -172,22 +172,32 @@ class SourceSet:
     found: Found
     entries: list[dict]
     sha256: str
+    recorded_ns: int = field(default_factory=time.time_ns)  # when the files were looked at
 
 
 def source_set(sources: Sources, settings: TokenizeSettings,
-               known: dict[str, dict] | None = None) -> SourceSet:
+               known: tuple[dict[str, dict], int] | None = None) -> SourceSet:
     """Find and hash the files of `sources` (one DataError for anything unreadable); `known`:
-    a cache's record of them (`sources.manifest`)."""
+    a cache's record of them and when it was made (`sources.manifest`)."""
     paths = as_sources(sources)
     found = discover(paths, settings.include, settings.exclude, settings.column)
-    entries = manifest(found.files, known)
+    entries = manifest(found.files, *(known or ({}, 0)))
     return SourceSet(paths, found, entries, manifest_sha256(entries))
 
 
-MANIFEST = "sources.json"  # a cache's record of its files: path, size, mtime_ns, sha256
+MANIFEST = "sources.json"  # a cache's record of its files, and when it was made
+MANIFEST_FIELDS = ("path", "name", "size", "stamp", "sha256")  # a row of it
 
 
-MANIFEST_FIELDS = ("path", "size", "mtime_ns", "sha256")  # a row of sources.json
+def _known_files(folder: Path) -> tuple[dict[str, dict], int]:
+    """What a cache recorded of its files (`sources.manifest`), and when."""
+    try:
+        record = json.loads((folder / MANIFEST).read_text(encoding="utf-8",
+                                                          errors="surrogateescape"))
+        return ({row[0]: dict(zip(MANIFEST_FIELDS, row, strict=True))
+                 for row in record["files"]}, int(record["recorded_ns"]))
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return {}, 0  # none yet, or damaged: every file is hashed
 
 
 def _cache_hashes(folder: Path) -> dict[str, str]:
@@ -197,14 +207,6 @@ def _cache_hashes(folder: Path) -> dict[str, str]:
         with contextlib.suppress(DataError):
             hashes[name] = file_sha256(folder / name)
     return hashes
-
-
-def _known_files(folder: Path) -> dict[str, dict]:
-    try:
-        rows = json.loads((folder / MANIFEST).read_text(encoding="utf-8", errors="surrogateescape"))
-        return {row[0]: dict(zip(MANIFEST_FIELDS, row, strict=True)) for row in rows}
-    except (OSError, ValueError, TypeError, IndexError, KeyError):
-        return {}  # none yet, or damaged: every file is hashed
 
 
 def prepare(source: Sources = None, settings: TokenizeSettings | None = None, *,
@@ -280,6 +282,9 @@ def build_cache(sources: SourceSet, settings: TokenizeSettings, folder: Path, *,
     _remove_stale_builds(folder)
     encoding = get_encoding(settings.encoding)
     separator, notes = settings.separator, []
+    if vocab is not None and vocab.encoding_name != settings.encoding:
+        raise UsageError(f"the vocabulary given is of {vocab.encoding_name}, the settings say "
+                         f"--encoding {settings.encoding}", hint="leave --encoding out")
     if vocab is not None and separator == "eot" and vocab.eot is None:
         separator = "newline"  # the model never learned end-of-text: a newline is its break
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
@@ -321,9 +326,10 @@ def build_cache(sources: SourceSet, settings: TokenizeSettings, folder: Path, *,
         # what the files hold, so a hit can prove it: a damaged file of the right size (random
         # or shuffled ids, zeroed tokens) is caught, not trained on
         meta["checksums"] = {name: file_sha256(work / name) for name in CACHE_FILES}
-        (work / MANIFEST).write_text(json.dumps([[e[k] for k in MANIFEST_FIELDS]
-                                                 for e in sources.entries]),
-                                     encoding="utf-8", errors="surrogateescape")
+        (work / MANIFEST).write_text(json.dumps({
+            "recorded_ns": sources.recorded_ns,
+            "files": [[e[k] for k in MANIFEST_FIELDS] for e in sources.entries]}),
+            encoding="utf-8", errors="surrogateescape")
         (work / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _swap_into_place(work, folder)
     except OSError as exc:  # a full disk, say: one line naming the path, nothing half-written
@@ -389,31 +395,37 @@ def _tokenize_to_files(sources: SourceSet, settings: TokenizeSettings, separator
     stats = {"characters": 0, "documents": 0, "printable": False, "skipped": []}
     started = dict.fromkeys(raw, False)  # a split holds a document already: separate the next
     done = 0
-    current = "all"
+    current, opening = "all", False
     pending: list[tuple[Future, int]] = []
 
-    def write(outs: dict, name: str, ids: np.ndarray) -> None:
-        outs[name].write(ids.data)  # not tofile: a failed write keeps its errno (ENOSPC)
-        counts[:] += np.bincount(ids, minlength=len(counts))[: len(counts)]
-
     def drain(outs: dict, keep: int) -> None:
-        nonlocal done, current
+        nonlocal done, current, opening
         while len(pending) > keep:
             future, nbytes = pending.pop(0)
             pieces, skipped = future.result()
             stats["skipped"] += skipped
+            parts: dict[str, list] = {name: [] for name in raw}  # this task's ids, per split
             for piece in pieces:
-                if not piece.continues:
+                if not len(piece.ids) and not piece.continues:
+                    opening = True  # an empty start (a header-only CSV): no document yet
+                    continue
+                if not piece.continues or opening:
+                    opening = False
                     if by_document:
                         current = "valid" if is_validation_document(
                             stats["documents"], settings.val_fraction) else "train"
                     if started[current] and len(between):
-                        write(outs, current, between)
+                        parts[current].append(between)
                     started[current] = True
                     stats["documents"] += 1
-                write(outs, current, np.asarray(piece.ids, dtype=np.uint32))
+                parts[current].append(np.asarray(piece.ids, dtype=np.uint32))
                 stats["characters"] += piece.characters
                 stats["printable"] = stats["printable"] or piece.printable
+            for name, arrays in parts.items():  # one write and one count per task and split
+                if arrays:
+                    ids = np.concatenate(arrays)
+                    outs[name].write(ids.data)  # not tofile: a failed write keeps its errno
+                    counts[:] += np.bincount(ids, minlength=len(counts))[: len(counts)]
             done += nbytes
             if progress:
                 progress(done, total)

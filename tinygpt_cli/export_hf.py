@@ -289,8 +289,10 @@ def training_command(state: dict) -> str:
     words = ["tinygpt", "train"]
     for path in data.get("paths") or ([data["path"]] if data.get("path") else []):
         words += ["--data", Path(path).name]
+    started = isinstance(state.get("init_from"), dict)  # its tokenizer came with the weights
     for key, value in settings.items():  # what differs from tokenize's defaults
         if key not in defaults or value == defaults[key] or \
+                (started and key in ("encoding", "vocab_mode")) or \
                 (isinstance(value, list) and tuple(value) == defaults[key]):
             continue
         if key == "vocab_mode":

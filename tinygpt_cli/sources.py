@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import stat
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,10 +53,11 @@ SMALL_FILE = 1 << 20  # files up to this size are read whole by a worker, many t
 @dataclass  # (not frozen: thousands are made for each cache hit, and a frozen one is slower)
 class SourceFile:
     name: str  # its absolute path
+    relative: str  # "N/path": the Nth source given, the path inside it (the corpus's identity)
     kind: str
     size: int
     listed: bool = False  # found in a folder (not named on the command line)
-    mtime_ns: int = 0
+    stamp: tuple[int, int, int] = (0, 0, 0)  # mtime_ns, ctime_ns, inode: unchanged, unread
 
     @functools.cached_property
     def path(self) -> Path:  # made when the file is read (a cache hit reads none)
@@ -95,21 +97,22 @@ def discover(paths: Sequence[Path], include: Sequence[str] = (), exclude: Sequen
     wanted = _globs(patterns, any_case=not include)
     unwanted = _globs(exclude) if exclude else None
     looked: dict[str, int] = {}  # what the folders held that did not match, by suffix
-    for given in paths:
+    for number, given in enumerate(paths):
         given = Path(given)
         if given.is_dir():
-            for path, relative, info in _walk(os.path.abspath(given), "", found):
+            root = str(given.resolve())  # once: a link in the path is the same folder
+            for path, relative, info in _walk(root, "", found):
                 if not _matches(relative, wanted) or (unwanted and _matches(relative, unwanted)):
                     found.not_matched += 1
                     suffix = os.path.splitext(relative)[1].lower() or "(no suffix)"
                     looked[suffix] = looked.get(suffix, 0) + 1
                     continue
-                _add(found, seen, path, column, info, listed=True)
-        else:
+                _add(found, seen, path, f"{number}/{relative}", column, info, listed=True)
+        else:  # named on the command line: always read (--exclude is for folders)
             check_source(given)
-            if unwanted and _matches(given.name, unwanted):
-                continue
-            _add(found, seen, os.path.abspath(given), column, given.stat())
+            resolved = given.resolve()
+            _add(found, seen, str(resolved), f"{number}/{resolved.name}", column,
+                 resolved.stat())
     if not found.files:
         names = ", ".join(str(p) for p in paths)
         if looked:
@@ -165,8 +168,8 @@ def _matches(relative: str, globs: re.Pattern) -> bool:
     return bool(globs.match(relative.rsplit("/", 1)[-1]) or globs.match(relative))
 
 
-def _add(found: Found, seen: set[str], name: str, column: str | None, info: os.stat_result,
-         listed: bool = False) -> None:
+def _add(found: Found, seen: set[str], name: str, relative: str, column: str | None,
+         info: os.stat_result, listed: bool = False) -> None:
     """`name` is absolute (a folder's files are its path joined to theirs: no symlink is
     resolved for each of thousands of files)."""
     if name in seen:
@@ -176,7 +179,8 @@ def _add(found: Found, seen: set[str], name: str, column: str | None, info: os.s
     if kind == PARQUET and importlib.util.find_spec("pyarrow") is None:
         raise UsageError(f"{name} is a Parquet file, which needs pyarrow: "
                          "pip install 'tinygpt[parquet]'")
-    found.files.append(SourceFile(name, kind, info.st_size, listed, info.st_mtime_ns))
+    found.files.append(SourceFile(name, relative, kind, info.st_size, listed,
+                                  (info.st_mtime_ns, info.st_ctime_ns, info.st_ino)))
 
 
 CHUNK_BYTES = 1 << 20  # text per tokenizer task; peak memory and the wait after Ctrl-C scale
@@ -346,18 +350,24 @@ def iter_csv_column(path: Path, column: str, errors: str = "strict",
 
 # --- the manifest ------------------------------------------------------------------------------
 
+RACY_NS = 2_000_000_000  # a file changed this close to its recording is read again
+
+
 def manifest(files: Sequence[SourceFile], known: dict[str, dict] | None = None,
-             threads: int = 8) -> list[dict]:
-    """Each file's path, size, modification time and sha256, hashed in parallel (hashlib
-    releases the GIL). A file whose size and modification time (in nanoseconds) are those
-    `known` recorded keeps its recorded sha256 without being read, as git's index and make
-    trust them: what makes a second `tokenize` of 200 MB take well under a second."""
+             recorded_ns: int = 0, threads: int = 8) -> list[dict]:
+    """Each file's path, name inside its source, size, stat and sha256, hashed in parallel
+    (hashlib releases the GIL). A file whose size, modification and change times (in
+    nanoseconds) and inode are those `known` recorded, at `recorded_ns`, keeps its recorded
+    sha256 without being read, as git's index trusts them. The change time is the kernel's own
+    (a copy that keeps the modification time, `cp -p` or `rsync -a`, still changes it), and a
+    file changed within RACY_NS of its recording is read anyway (a rewrite of the same size in
+    the same clock tick): what makes a second `tokenize` of 200 MB take well under a second."""
     known = known or {}
 
     def recorded(file: SourceFile) -> str | None:
         seen = known.get(file.name)
-        if seen and seen.get("size") == file.size and seen.get("mtime_ns") == file.mtime_ns \
-                and isinstance(seen.get("sha256"), str):
+        if seen and seen.get("size") == file.size and seen.get("stamp") == list(file.stamp) \
+                and file.stamp[1] < recorded_ns - RACY_NS and isinstance(seen.get("sha256"), str):
             return seen["sha256"]
         return None
 
@@ -368,8 +378,8 @@ def manifest(files: Sequence[SourceFile], known: dict[str, dict] | None = None,
             for i, h in zip(unknown, pool.map(lambda i: file_sha256(files[i].path), unknown),
                             strict=True):
                 shas[i] = h
-    return [{"path": f.name, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": h}
-            for f, h in zip(files, shas, strict=True)]
+    return [{"path": f.name, "name": f.relative, "size": f.size, "stamp": list(f.stamp),
+             "sha256": h} for f, h in zip(files, shas, strict=True)]
 
 
 def manifest_sha256(entries: Sequence[dict]) -> str:
@@ -377,7 +387,9 @@ def manifest_sha256(entries: Sequence[dict]) -> str:
     every file's path, size and sha256."""
     if len(entries) == 1:
         return entries[0]["sha256"]
-    lines = "".join(f"{e['path']}\0{e['size']}\0{e['sha256']}\n" for e in entries)
+    # names inside their sources: the same files found through a link, or a moved folder,
+    # are the same corpus
+    lines = "".join(f"{e['name']}\0{e['size']}\0{e['sha256']}\n" for e in entries)
     return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -452,7 +464,7 @@ def tasks(found: Found, entries: Sequence[dict], settings: ReadSettings, encode:
         try:
             yield from reader(file, settings, encode, chunk_bytes)
         except _SkipFile as skip:
-            yield Task(lambda skip=skip: ([], [skip.skipped]), 0)
+            yield Task(lambda skip=skip: ([], [skip.skipped]), file.size)
             continue
         if file_sha256(file.path) != entry["sha256"]:
             raise changed(file.path)
@@ -547,7 +559,7 @@ def _jsonl_documents(file: SourceFile, settings: ReadSettings, encode: Encode,
                     record = json.loads(line)
                 except UnicodeDecodeError:
                     raise DataError(f"{file.path}:{number}: not UTF-8 text") from None
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise DataError(f"{file.path}:{number}: not JSON ({exc})",
                                     hint="a JSONL file holds one JSON object per line") from None
                 if not isinstance(record, dict):
@@ -559,8 +571,8 @@ def _jsonl_documents(file: SourceFile, settings: ReadSettings, encode: Encode,
                     raise DataError(f"{file.path}:{number}: no field {name!r} (its fields: "
                                     f"{shown})", hint="pass --field NAME for the text's field")
                 text = record[name]
-                if text is None:
-                    continue
+                if text is None or text == "":
+                    continue  # no document
                 if not isinstance(text, str):
                     raise DataError(f"{file.path}:{number}: field {name!r} is a "
                                     f"{_json_type(text)}, not text",
@@ -571,7 +583,7 @@ def _jsonl_documents(file: SourceFile, settings: ReadSettings, encode: Encode,
                     done = raw.tell()
                     yield _encode_task(texts, encode, done - reported)
                     texts, size, reported = [], 0, done
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise DataError(f"cannot read {file.path}: {getattr(exc, 'strerror', None) or exc}"
                             ) from None
     yield _encode_task(texts, encode, file.size - reported)
@@ -594,12 +606,17 @@ def _parquet_documents(file: SourceFile, settings: ReadSettings, encode: Encode,
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{file.path} is not a readable Parquet file ({exc})") from None
     schema = parquet.schema_arrow
-    if settings.field not in schema.names:
+    where = schema.get_all_field_indices(settings.field)
+    if len(where) != 1:
         shown = ", ".join(schema.names[:20])
-        raise DataError(f"{file.path} has no column {settings.field!r}; its columns are: "
-                        f"{shown}", hint="pass --field NAME for the text's column")
-    kind = schema.field(settings.field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{file.path} has {'no column' if not where else 'several columns'} "
+                        f"{settings.field!r}; its columns are: {shown}",
+                        hint="pass --field NAME for the text's column")
+    kind = schema.field(where[0]).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
         raise DataError(f"{file.path}: column {settings.field!r} holds {kind}, not text",
                         hint="pass --field NAME for the text's column")
     rows = max(1, parquet.metadata.num_rows)
@@ -609,8 +626,8 @@ def _parquet_documents(file: SourceFile, settings: ReadSettings, encode: Encode,
         for batch in parquet.iter_batches(columns=[settings.field], batch_size=4096):
             for text in batch.column(0).to_pylist():
                 seen += 1
-                if text is None:
-                    continue
+                if not text:
+                    continue  # null or empty: no document
                 texts.append((text, False))
                 size += len(text)
             if size >= chunk_bytes:

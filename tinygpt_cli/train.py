@@ -206,6 +206,7 @@ class Trainer:
             tokenize = replace(tokenize, encoding=vocab.encoding_name, vocab_mode=vocab.mode)
         elif self.resumed_init is not None:  # a run begun with --init-from: its vocabulary
             vocab = ckpt.vocabulary_from(state)
+            tokenize = replace(tokenize, encoding=vocab.encoding_name, vocab_mode=vocab.mode)
         if request.model_options:  # the model's own settings, checked before any tokenizing,
             # and its memory with the smallest vocabulary: what cannot fit even so is refused now
             self._check_memory(self._model_config(None, vocab_size=1), counted=False)
@@ -658,10 +659,15 @@ class Trainer:
 
         vocab = self.cache.vocab
         prompt = self.request.sample_prompt or "\n"
+        start = vocab.encode(prompt)
+        if prompt == "\n" and vocab.eot is not None:  # a corpus of documents: a new one
+            prompt, start = "", [vocab.eot]
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
-        ids = generate_ids(self.model, vocab.encode(prompt), self.request.sample_tokens,
+        ids = generate_ids(self.model, start, self.request.sample_tokens,
                            temperature=0.8, top_k=None, top_p=0.95, generator=generator,
                            fast=self.fast, utf8=vocab.utf8)
+        if vocab.eot in ids:  # the document ended
+            ids = ids[:ids.index(vocab.eot)]
         return Sample(step, prompt, vocab.decode(ids))
 
     def report_card(self, tokens_per_step: int, tokens_per_sec: float, started: float,
