@@ -63,7 +63,9 @@ def make_text(source: Path | None, seed: int = 0):
         while True:
             start = rng.randrange(len(lines) - 40)
             yield "\n".join(lines[start:start + rng.randrange(8, 40)]) + "\n"
-    words = ["the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "with", "as", "by", "at", "from", "his", "her", "they", "this", "which", "river", "market", "evening", "letter", "garden", "morning", "quietly", "remember", "silver", "window"]
+    words = ("the of and to in is was that for on with as by at from his her they this "
+             "which river market evening letter garden morning quietly remember silver "
+             "window").split()  # noqa: SIM905
     while True:
         yield " ".join(rng.choice(words) for _ in range(rng.randrange(60, 300))) + ".\n"
 
@@ -94,16 +96,16 @@ def make_jsonl(path: Path, mb: float, text) -> int:
 
 def timed(args: list[str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in bytes and stdout of one whole process."""
-    out = tempfile.TemporaryFile()
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode})")
-    out.seek(0)
-    return seconds, usage.ru_maxrss * 1024, out.read().decode()
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(args)} failed ({proc.returncode})")
+        out.seek(0)
+        return seconds, usage.ru_maxrss * 1024, out.read().decode()
 
 
 def main() -> None:
