@@ -212,7 +212,7 @@ def test_a_bad_file_in_a_folder_is_skipped_with_a_warning_or_stops_under_strict(
     (folder / "wide.txt").write_bytes("hello".encode("utf-16"))
     result = invoke("tokenize", folder, "--cache-dir", tmp_path / "c", "--json")
     assert result.exit_code == 0, result.output
-    assert "skipped 3 file(s) that are not text; the first:" in result.stderr
+    assert "skipped 3 files that are not text; the first:" in result.stderr
     assert "blob.txt looks binary: a NUL byte at offset 3" in result.stderr
     assert stream(json.loads(result.stdout)) == joined(DOCS, [EOT])
     strict = invoke("tokenize", folder, "--strict", "--cache-dir", tmp_path / "c2")

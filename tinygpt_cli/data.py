@@ -356,11 +356,14 @@ def skipped_warnings(meta: dict) -> list[str]:
     skipped = meta.get("skipped", {})
     if skipped.get("count"):
         first = skipped["first"][0]
-        warnings.append(f"skipped {skipped['count']} file(s) that are not text; the first: "
+        files = "file that is" if skipped["count"] == 1 else "files that are"
+        warnings.append(f"skipped {skipped['count']} {files} not text; the first: "
                         f"{first['reason']} (--strict stops at such a file instead)")
     passed = meta.get("passed_over", {})
     if passed.get("special_count"):
-        warnings.append(f"skipped {passed['special_count']} entries that are not regular files "
+        warnings.append(f"skipped {passed['special_count']} "
+                        f"{'entry' if passed['special_count'] == 1 else 'entries'} that "
+                        "are not regular files "
                         f"(FIFOs, devices, sockets, broken links); the first: "
                         f"{passed['special'][0]}")
     return warnings
@@ -446,7 +449,7 @@ def _tokenize_to_files(sources: SourceSet, settings: TokenizeSettings, separator
     names = ", ".join(str(p) for p in sources.paths)
     if not stats["printable"]:
         raise DataError(f"{names} has no text to train on (it is empty or only whitespace"
-                        + (f"; {len(stats['skipped'])} file(s) skipped: "
+                        + (f"; files skipped: {len(stats['skipped'])}, the first: "
                            f"{stats['skipped'][0].reason}" if stats["skipped"] else "") + ")")
     if by_document and not started["valid"]:
         raise DataError(f"--split documents: {names} holds {stats['documents']} document(s), "

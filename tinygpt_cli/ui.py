@@ -164,12 +164,16 @@ def count_progress(description: str, total: int, enabled: bool = True) -> Iterat
 SEPARATOR_NAMES = {"eot": "end-of-text", "newline": "a newline", "none": "nothing"}
 
 
+def _count_of(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def tokenize_summary(s: dict) -> None:
     title = "Token cache (hit: nothing to do)" if s["cache_hit"] else "Tokenized"
-    read = f"{s['files']:,} file(s), {s['documents']:,} document(s)"
+    read = f"{_count_of(s['files'], 'file')}, {_count_of(s['documents'], 'document')}"
     if s["documents"] > 1:
         read += f", separated by {SEPARATOR_NAMES[s['separator']]}"
-    passed = [f"{s['skipped_files']:,} not text" if s["skipped_files"] else "",
+    passed = [f"{_count_of(s['skipped_files'], 'file')} not text" if s["skipped_files"] else "",
               f"{s['not_matched_files']:,} not matching --include/--exclude"
               if s["not_matched_files"] else ""]
     rows = {"source": ", ".join(s["sources"]), "read": read}
