@@ -461,3 +461,19 @@ def test_an_init_from_run_resumes_on_its_own_vocabulary(parent, tmp_path):
     state = ckpt.load(tmp_path / "child.ckpt")
     assert state["step"] == 4 and state["init_from"]["path"] == str(parent)
     assert torch.equal(state["tokenizer"]["ids"], ckpt.load(parent)["tokenizer"]["ids"])
+
+
+def test_tokenize_init_from_builds_the_cache_train_uses_and_reports_the_fallback(parent,
+                                                                                  tmp_path):
+    new = tmp_path / "new.txt"
+    new.write_text("Zebras zigzag in Zanzibar.\n" * 100)
+    summary = tokenize(new, "--init-from", parent, cache=tmp_path / "cache")
+    assert 0 < summary["fallback_share"] < 1
+    result = invoke("train", "--init-from", parent, "--data", new, "--max-iters", "1",
+                    "--eval-iters", "1", "--threads", "1", "--cache-dir", tmp_path / "cache",
+                    "--out", tmp_path / "child.ckpt")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == \
+        [Path(summary["cache"]).name]  # train found tokenize's cache: one, not two
+    assert_user_error(invoke("tokenize", new, "--init-from", parent, "--full-vocab",
+                             "--cache-dir", tmp_path / "cache"), 2, "comes from --init-from")

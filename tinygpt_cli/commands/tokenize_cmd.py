@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,10 @@ def tokenize(
     separator: Separator = None,
     split: Split = None,
     strict: Strict = False,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Tokenize with this checkpoint's vocabulary, as `train --init-from` "
+        "will (the same cache), and report the share of tokens it lacks (spelled in byte "
+        "tokens): how well the vocabulary fits this text.", show_default=False)] = None,
     column: Column = None,
     encoding: Encoding = "cl100k_base",
     full_vocab: Annotated[bool, typer.Option(
@@ -74,9 +79,24 @@ def tokenize(
                                 val_fraction=val_fraction, column=column, errors=errors,
                                 strict=strict,
                                 **{k: v for k, v in given.items() if v is not None})
+    vocab = None
+    if init_from is not None:  # the checkpoint's tokenizer, as train --init-from uses it
+        from ..checkpoint import check, load, vocabulary_from
+        from ..errors import CheckpointError, UsageError
+
+        if encoding != "cl100k_base" or full_vocab:
+            raise UsageError("--encoding/--full-vocab: the tokenizer comes from --init-from's "
+                             "checkpoint; leave them out")
+        state = load(init_from)
+        check(state, init_from)
+        try:
+            vocab = vocabulary_from(state)
+        except Exception as exc:
+            raise CheckpointError(f"{init_from} has an unusable tokenizer: {exc}") from None
+        settings = replace(settings, encoding=vocab.encoding_name, vocab_mode=vocab.mode)
     with ui.byte_progress("Tokenizing", enabled=sys.stderr.isatty()) as progress:
-        cache = prepare(paths or None, settings, cache_root=cache_dir, force=force, threads=threads,
-                        progress=progress)
+        cache = prepare(paths or None, settings, vocab=vocab, cache_root=cache_dir,
+                        force=force, threads=threads, progress=progress)
     for warning in cache.warnings:
         ui.warn(warning)
     fits = max_context_length(cache)
